@@ -1,0 +1,36 @@
+"""Fixtures for the container scenario's testinfra tests."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+import testinfra
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "shared"))
+
+import netprobe  # noqa: E402  (path set just above)
+
+
+@pytest.fixture(scope="module")
+def outsider():
+    """The container outside every allowed network (see molecule.yml)."""
+    return testinfra.get_host("podman://outsider")
+
+
+@pytest.fixture(scope="module")
+def host_address(host):
+    """The service host's IPv4 address on the podman bridge."""
+    addresses = [a for a in host.interface("eth0").addresses if ":" not in a]
+    assert addresses, "the service host has no IPv4 address on eth0"
+    return addresses[0]
+
+
+@pytest.fixture(scope="module")
+def listeners(host):
+    """Something listening on the gateway port and on a port nobody may reach."""
+    units = [netprobe.start_listener(host, port) for port in (443, 8000)]
+    yield
+    for unit in filter(None, units):
+        host.run("systemctl stop %s", unit)

@@ -1,0 +1,231 @@
+#!/usr/bin/env bash
+# QEMU (TCG) test VMs on top of the cached base image from scripts/vm-image.sh.
+#
+#   scripts/vm.sh start NAME        boot (or reuse) VM NAME, wait for ssh, print instance.json
+#   scripts/vm.sh stop NAME         power it off and remove its run dir (idempotent)
+#   scripts/vm.sh ssh NAME [CMD..]  ssh into it as root
+#   scripts/vm.sh wait NAME [SECS]  wait until ssh answers again (e.g. after a guest reboot)
+#   scripts/vm.sh status NAME       print instance.json and exit 0 if running, else exit 1
+#
+# Run dir: ${SANDBOX_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/private-llm-sandbox}/vm/run/NAME/
+#   overlay.qcow2   root disk, /dev/vda (qcow2 overlay backed by the base raw image)
+#   data.qcow2      blank data disk, /dev/vdb = /dev/disk/by-id/virtio-llm-data
+#   console.log     serial console; qemu.pid; instance.json
+#
+# instance.json: {"name", "address": "127.0.0.1", "port": <ssh port>, "user": "root",
+#                 "identity_file", "ports": {"443": <host port>, "8000": <host port>}, "pid"}
+# All forwarded ports listen on 127.0.0.1 only.
+#
+# Environment: SANDBOX_CACHE, VM_MEMORY (MiB, default 3072), VM_CPUS (default 2),
+#              VM_DATA_SIZE (default 2G), VM_BOOT_TIMEOUT (s, default 240).
+set -euo pipefail
+
+log() { printf '[vm] %s\n' "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+
+SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+CACHE_ROOT="${SANDBOX_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/private-llm-sandbox}"
+VM_DIR="$CACHE_ROOT/vm"
+KEY="$VM_DIR/id_ed25519"
+GUEST_PORTS=(443 8000)
+SSH_OPTS=(
+  -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o IdentitiesOnly=yes
+  -o LogLevel=ERROR -o BatchMode=yes -o ConnectTimeout=5
+)
+
+usage() {
+  sed -n '2,9p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+  exit 2
+}
+
+run_dir() {
+  [[ "$1" =~ ^[A-Za-z0-9][A-Za-z0-9._-]*$ ]] || die "bad VM name '$1'"
+  echo "$VM_DIR/run/$1"
+}
+
+# PID of the qemu of this run dir, if it is alive (and really is that qemu).
+qemu_pid() {
+  local dir="$1" pid
+  [[ -s "$dir/qemu.pid" ]] || return 1
+  pid="$(tr -dc '0-9' <"$dir/qemu.pid")"
+  [[ -n "$pid" && -r "/proc/$pid/cmdline" ]] || return 1
+  tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF -- "$dir/" || return 1
+  echo "$pid"
+}
+
+json_get() {  # json_get FILE KEY  -> value (top-level key)
+  python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$1" "$2"
+}
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+}
+
+ssh_port_of() {
+  local dir="$1"
+  [[ -s "$dir/instance.json" ]] || die "no instance.json in $dir (is the VM running?)"
+  json_get "$dir/instance.json" port
+}
+
+ssh_ok() {  # ssh_ok PORT
+  timeout 20 ssh "${SSH_OPTS[@]}" -i "$KEY" -p "$1" root@127.0.0.1 true >/dev/null 2>&1
+}
+
+wait_ssh() {  # wait_ssh DIR PORT TIMEOUT
+  local dir="$1" port="$2" timeout="$3" start=$SECONDS
+  while ((SECONDS - start < timeout)); do
+    if ssh_ok "$port"; then
+      log "ssh up on 127.0.0.1:$port after $((SECONDS - start)) s"
+      return 0
+    fi
+    qemu_pid "$dir" >/dev/null || { log "qemu exited"; return 1; }
+    sleep 2
+  done
+  log "no ssh on 127.0.0.1:$port after ${timeout} s"
+  return 1
+}
+
+kill_qemu() {
+  local dir="$1" pid i
+  pid="$(qemu_pid "$dir")" || return 0
+  log "stopping qemu pid $pid"
+  kill -TERM "$pid" 2>/dev/null || true
+  for ((i = 0; i < 50; i++)); do
+    kill -0 "$pid" 2>/dev/null || return 0
+    sleep 0.2
+  done
+  log "qemu pid $pid did not exit, killing"
+  kill -KILL "$pid" 2>/dev/null || true
+  for ((i = 0; i < 25; i++)); do
+    kill -0 "$pid" 2>/dev/null || return 0
+    sleep 0.2
+  done
+}
+
+cmd_start() {
+  local name="$1" dir base kernel initrd ssh_port pid attempt hostfwd p
+  dir="$(run_dir "$name")"
+  local timeout="${VM_BOOT_TIMEOUT:-240}"
+
+  # Already running and answering: reuse it (makes `start` idempotent).
+  if qemu_pid "$dir" >/dev/null && [[ -s "$dir/instance.json" ]] &&
+     ssh_ok "$(json_get "$dir/instance.json" port)"; then
+    log "$name already running"
+    cat "$dir/instance.json"
+    return 0
+  fi
+  kill_qemu "$dir"
+  rm -rf "$dir"
+
+  base="$("$SCRIPT_DIR/vm-image.sh" | tail -n1)"
+  [[ -s "$base" ]] || die "vm-image.sh gave no image"
+  kernel="${base%.raw}.vmlinuz"
+  initrd="${base%.raw}.initrd"
+
+  mkdir -p "$dir"
+  chmod 0700 "$dir"
+  qemu-img create -q -f qcow2 -F raw -b "$base" "$dir/overlay.qcow2" >&2
+  qemu-img create -q -f qcow2 "$dir/data.qcow2" "${VM_DATA_SIZE:-2G}" >&2
+
+  # Free ports can be raced away between probing and qemu's bind: retry with new ones.
+  for attempt in 1 2 3; do
+    declare -A fwd=()
+    ssh_port="$(free_port)"
+    hostfwd="hostfwd=tcp:127.0.0.1:$ssh_port-:22"
+    for p in "${GUEST_PORTS[@]}"; do
+      fwd[$p]="$(free_port)"
+      hostfwd+=",hostfwd=tcp:127.0.0.1:${fwd[$p]}-:$p"
+    done
+    rm -f "$dir/qemu.pid" "$dir/console.log"
+    local t0=$SECONDS
+    if qemu-system-x86_64 \
+         -name "sandbox-$name" \
+         -accel tcg -cpu max -m "${VM_MEMORY:-3072}" -smp "${VM_CPUS:-2}" \
+         -nodefaults -display none -vga none -monitor none \
+         -serial "file:$dir/console.log" \
+         -kernel "$kernel" -initrd "$initrd" \
+         -append "root=/dev/vda rw console=ttyS0 net.ifnames=0" \
+         -drive "file=$dir/overlay.qcow2,if=none,id=root,format=qcow2,discard=unmap" \
+         -device virtio-blk-pci,drive=root,serial=llm-root \
+         -drive "file=$dir/data.qcow2,if=none,id=data,format=qcow2,discard=unmap" \
+         -device virtio-blk-pci,drive=data,serial=llm-data \
+         -netdev "user,id=net0,$hostfwd" \
+         -device virtio-net-pci,netdev=net0 \
+         -device virtio-rng-pci \
+         -pidfile "$dir/qemu.pid" -daemonize 2>"$dir/qemu.err"; then
+      break
+    fi
+    log "qemu failed to start (attempt $attempt): $(cat "$dir/qemu.err")"
+    ((attempt < 3)) || die "qemu would not start"
+  done
+  pid="$(qemu_pid "$dir")" || die "qemu is not running (see $dir/console.log)"
+  log "qemu pid $pid, ssh on 127.0.0.1:$ssh_port, booting (TCG)"
+
+  if ! wait_ssh "$dir" "$ssh_port" "$timeout"; then
+    log "console tail:"; tail -n 30 "$dir/console.log" >&2 || true
+    kill_qemu "$dir"
+    die "VM $name did not come up; run dir kept: $dir"
+  fi
+  log "boot->ssh $((SECONDS - t0)) s"
+
+  local ports_json="" sep=""
+  for p in "${GUEST_PORTS[@]}"; do
+    ports_json+="$sep\"$p\": ${fwd[$p]}"
+    sep=", "
+  done
+  cat >"$dir/instance.json.tmp" <<EOF
+{
+  "name": "$name",
+  "address": "127.0.0.1",
+  "port": $ssh_port,
+  "user": "root",
+  "identity_file": "$KEY",
+  "ports": {$ports_json},
+  "pid": $pid,
+  "run_dir": "$dir"
+}
+EOF
+  mv -f "$dir/instance.json.tmp" "$dir/instance.json"
+  cat "$dir/instance.json"
+}
+
+cmd_stop() {
+  local dir
+  dir="$(run_dir "$1")"
+  kill_qemu "$dir"
+  rm -rf "$dir"
+}
+
+cmd_ssh() {
+  local dir port
+  dir="$(run_dir "$1")"
+  shift
+  port="$(ssh_port_of "$dir")"
+  exec ssh "${SSH_OPTS[@]}" -i "$KEY" -p "$port" root@127.0.0.1 "$@"
+}
+
+cmd_wait() {
+  local dir port
+  dir="$(run_dir "$1")"
+  port="$(ssh_port_of "$dir")"
+  wait_ssh "$dir" "$port" "${2:-${VM_BOOT_TIMEOUT:-240}}"
+}
+
+cmd_status() {
+  local dir
+  dir="$(run_dir "$1")"
+  qemu_pid "$dir" >/dev/null && [[ -s "$dir/instance.json" ]] || { log "$1 not running"; return 1; }
+  cat "$dir/instance.json"
+}
+
+[[ $# -ge 2 ]] || usage
+cmd="$1"
+shift
+case "$cmd" in
+  start) cmd_start "$1" ;;
+  stop) cmd_stop "$1" ;;
+  ssh) cmd_ssh "$@" ;;
+  wait) cmd_wait "$@" ;;
+  status) cmd_status "$1" ;;
+  *) usage ;;
+esac
