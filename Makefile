@@ -1,0 +1,47 @@
+# Two commands for a fresh machine: `make demo` and `make test` (both run
+# `make setup` first). See README.md.
+SHELL := /bin/bash
+VENV := $(CURDIR)/.venv
+export PATH := $(VENV)/bin:$(PATH)
+export CONTAINERS_CONF := $(CURDIR)/sandbox/containers.conf
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+export ANSIBLE_FORCE_COLOR := false
+export PY_COLORS := 0
+
+.PHONY: setup demo demo-destroy test lint unit molecule-default molecule-vm images clean help
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
+
+setup: ## Install the controller toolchain and the test harness packages (idempotent)
+	@scripts/setup.sh
+
+images: setup ## Build (or reuse) the cached sandbox container and VM images
+	@scripts/container-image.sh >/dev/null
+	@scripts/vm-image.sh >/dev/null
+
+demo: setup ## Create a local sandbox host with the full stack and print where to chat
+	@scripts/demo.sh
+
+demo-destroy: ## Remove the demo sandbox host
+	@scripts/demo.sh destroy
+
+test: images ## Lint, unit tests and every Molecule scenario; ends with a summary line
+	@scripts/run-tests.py
+
+lint: setup ## yamllint, ansible-lint (production profile) and syntax checks only
+	@scripts/run-tests.py --skip-unit --no-molecule
+
+unit: setup ## Unit tests only
+	@scripts/run-tests.py --skip-lint --no-molecule
+
+molecule-default: images ## The podman scenario only
+	@scripts/run-tests.py --skip-lint --skip-unit --scenario default
+
+molecule-vm: images ## The QEMU VM scenario only
+	@scripts/run-tests.py --skip-lint --skip-unit --scenario vm
+
+clean: demo-destroy ## Remove the sandbox hosts and the venv (caches are kept)
+	-molecule destroy -s default
+	-molecule destroy -s vm
+	rm -rf $(VENV) .ansible

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# `make demo`: create (or reuse) the local sandbox host and converge it with
+# site.yml, exactly as a real site would be, then print where to reach it.
+#   scripts/demo.sh          create/update the sandbox host
+#   scripts/demo.sh destroy  remove it
+set -euo pipefail
+# shellcheck source=scripts/lib.sh
+source "$(dirname "$0")/lib.sh"
+cd "$PROJECT_DIR"
+
+NAME=llm-demo
+
+if [[ "${1:-}" == destroy ]]; then
+  podman rm -f --time 10 "$NAME" >/dev/null 2>&1 || true
+  log "sandbox host $NAME removed"
+  exit 0
+fi
+
+image="$(scripts/container-image.sh)"
+if ! podman container exists "$NAME"; then
+  log "creating sandbox host $NAME from $image"
+  podman run -d --name "$NAME" --hostname "$NAME" --systemd=always \
+    --cap-add NET_ADMIN "$image" /sbin/init >/dev/null
+elif [[ "$(podman inspect -f '{{.State.Running}}' "$NAME")" != true ]]; then
+  podman start "$NAME" >/dev/null
+fi
+state=""
+for _ in $(seq 60); do  # systemd's bus appears a moment after the container starts
+  state="$(podman exec "$NAME" systemctl is-system-running --wait 2>/dev/null || true)"
+  [[ -n "$state" && "$state" != offline ]] && break
+  sleep 1
+done
+[[ "$state" == running || "$state" == degraded ]] || { log "sandbox host did not boot: $state"; exit 1; }
+
+log "converging $NAME with site.yml"
+ansible-playbook -i inventory/sandbox/hosts.yml site.yml
+
+address="$(podman inspect -f '{{.NetworkSettings.IPAddress}}' "$NAME")"
+cat <<MSG
+
+  Sandbox host $NAME is up at $address and converged with site.yml.
+  Deployed so far: preflight checks, firewall (ufw; HTTPS from this machine only).
+  Chat UI:  https://$address/   (served once the gateway and Chainlit roles land)
+  Shell:    podman exec -it $NAME bash
+  Remove:   make demo-destroy
+
+MSG

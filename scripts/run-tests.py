@@ -1,0 +1,102 @@
+#!/usr/bin/env python3
+"""Run every check of the project in order and print one summary.
+
+Steps: yamllint, ansible-lint, syntax checks, unit tests, then each Molecule
+scenario step by step (the same sequence as `molecule test`), timing each step.
+A scenario's hosts are destroyed even when a step fails. The last line has the
+form "summary: N passed, N failed", counting pytest test cases and harness steps.
+
+Usage: scripts/run-tests.py [--scenario NAME ...] [--skip-lint] [--skip-unit] [--no-molecule]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+PROJECT = Path(__file__).resolve().parent.parent
+SCENARIOS = ["default", "vm"]
+MOLECULE_SEQUENCE = ["destroy", "syntax", "create", "prepare", "converge", "idempotence", "verify"]
+
+
+class Run:
+    def __init__(self, reports: Path) -> None:
+        self.reports = reports
+        self.steps: list[tuple[str, bool, float]] = []
+
+    def step(self, name: str, cmd: list[str], env: dict[str, str] | None = None) -> bool:
+        print(f"\n=== {name}: {' '.join(cmd)}", flush=True)
+        start = time.monotonic()
+        proc = subprocess.run(cmd, cwd=PROJECT, env={**os.environ, **(env or {})}, check=False)
+        elapsed = time.monotonic() - start
+        ok = proc.returncode == 0
+        self.steps.append((name, ok, elapsed))
+        print(f"=== {name}: {'ok' if ok else 'FAILED'} in {elapsed:.1f}s", flush=True)
+        return ok
+
+    def pytest_counts(self) -> tuple[int, int, int]:
+        passed = failed = skipped = 0
+        for report in sorted(self.reports.glob("*.xml")):
+            for suite in ET.parse(report).getroot().iter("testsuite"):
+                tests = int(suite.get("tests", 0))
+                bad = int(suite.get("failures", 0)) + int(suite.get("errors", 0))
+                skip = int(suite.get("skipped", 0))
+                passed += tests - bad - skip
+                failed += bad
+                skipped += skip
+        return passed, failed, skipped
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--scenario", action="append", choices=SCENARIOS, help="Molecule scenario(s) to run")
+    parser.add_argument("--skip-lint", action="store_true")
+    parser.add_argument("--skip-unit", action="store_true")
+    parser.add_argument("--no-molecule", action="store_true", help="lint and unit tests only")
+    args = parser.parse_args()
+
+    reports = Path(tempfile.mkdtemp(prefix="llm-test-reports-"))
+    run = Run(reports)
+    env = {"LLM_TEST_REPORTS": str(reports)}
+
+    if not args.skip_lint:
+        run.step("lint: yamllint", ["yamllint", "--strict", "."])
+        run.step("lint: ansible-lint", ["ansible-lint", "--profile", "production"])
+        for inventory in ("inventory/example/hosts.yml", "inventory/sandbox/hosts.yml"):
+            run.step(f"syntax: site.yml with {inventory}",
+                     ["ansible-playbook", "--syntax-check", "-i", inventory, "site.yml"])
+    if not args.skip_unit:
+        run.step("unit tests", ["pytest", "-q", "tests/unit", f"--junitxml={reports}/unit.xml"])
+
+    for scenario in [] if args.no_molecule else args.scenario or SCENARIOS:
+        try:
+            for action in MOLECULE_SEQUENCE:
+                if not run.step(f"molecule {scenario}: {action}",
+                                ["molecule", action, "-s", scenario], env):
+                    break
+        finally:
+            run.step(f"molecule {scenario}: destroy", ["molecule", "destroy", "-s", scenario], env)
+
+    print("\n=== timings")
+    for name, ok, elapsed in run.steps:
+        print(f"{'ok    ' if ok else 'FAILED'} {elapsed:8.1f}s  {name}")
+    total = sum(elapsed for _, _, elapsed in run.steps)
+    print(f"total {total:.1f}s")
+
+    tests_passed, tests_failed, skipped = run.pytest_counts()
+    steps_passed = sum(1 for _, ok, _ in run.steps if ok)
+    steps_failed = len(run.steps) - steps_passed
+    print(f"pytest test cases: {tests_passed} passed, {tests_failed} failed, {skipped} skipped; "
+          f"harness steps: {steps_passed} passed, {steps_failed} failed")
+    print(f"summary: {tests_passed + steps_passed} passed, {tests_failed + steps_failed} failed")
+    return 0 if tests_failed + steps_failed == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
