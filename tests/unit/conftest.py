@@ -13,6 +13,9 @@ import pytest
 
 PROJECT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(PROJECT / "molecule" / "shared"))
+# The ansible-playbook of the interpreter running the tests (the project venv).
+_VENV_PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"
+ANSIBLE_PLAYBOOK = str(_VENV_PLAYBOOK) if _VENV_PLAYBOOK.exists() else "ansible-playbook"
 
 
 @pytest.fixture
@@ -31,7 +34,7 @@ def run_playbook(tmp_path):
             "ANSIBLE_NOCOLOR": "1",
         }
         return subprocess.run(
-            ["ansible-playbook", "-i", "localhost,", "-c", "local", str(playbook),
+            [ANSIBLE_PLAYBOOK, "-i", "localhost,", "-c", "local", str(playbook),
              "-e", json.dumps(extra_vars)],
             cwd=PROJECT, env=env, capture_output=True, text=True, check=False,
         )
