@@ -8,22 +8,23 @@
 #   bookworm-<hash>.raw              sparse 6G ext4 root filesystem (no partition table)
 #   bookworm-<hash>.vmlinuz/.initrd  kernel and initrd for direct kernel boot
 #
-# <hash> covers this script, the ssh public key and the host apt configuration copied
-# into the guest, so the image is rebuilt only when one of those changes. Images of
-# other hashes are removed after a successful build. Logs go to stderr.
+# <hash> covers this script, the mirror, the ssh public key and the host apt
+# configuration copied into the guest, so the image is rebuilt only when one of those
+# changes. Images of other hashes are removed after a successful build. Logs go to stderr.
 #
 # Needs root (debootstrap, chroot) and: debootstrap, mkfs.ext4 (e2fsprogs >= 1.43), ssh-keygen.
-# Environment: SANDBOX_CACHE, VM_IMAGE_MIRROR (default http://deb.debian.org/debian),
-#              VM_IMAGE_SIZE (default 6G), VM_IMAGE_FORCE=1 (rebuild even if cached).
+# Environment: SANDBOX_CACHE, SANDBOX_DEBIAN_MIRROR (default: the host's apt mirror, see
+#              scripts/lib.sh), VM_IMAGE_SIZE (default 6G), VM_IMAGE_FORCE=1 (rebuild).
 set -euo pipefail
 
-log() { printf '[vm-image] %s\n' "$*" >&2; }
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"   # SANDBOX_CACHE, debian_mirror
+log() { printf '[%s vm-image] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
-CACHE_ROOT="${SANDBOX_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/private-llm-sandbox}"
-VM_DIR="$CACHE_ROOT/vm"
+VM_DIR="$SANDBOX_CACHE/vm"
 SUITE=bookworm
-MIRROR="${VM_IMAGE_MIRROR:-http://deb.debian.org/debian}"
+MIRROR="$(debian_mirror)"
 SIZE="${VM_IMAGE_SIZE:-6G}"
 PACKAGES=(
   systemd-sysv udev linux-image-amd64 openssh-server python3 python3-apt sudo
@@ -177,11 +178,19 @@ EOF
 # No interactive first-boot prompts on the console (empty machine-id => "first boot").
 ln -sf /dev/null "$ROOTFS/etc/systemd/system/systemd-firstboot.service"
 
-# Chroot steps: enable networkd, fetch package lists so roles can install right away.
+# Small initrd: only what mounting /dev/vda (virtio, ext4) needs. Unpacking and
+# coldplugging the default MODULES=most initrd costs seconds per boot under TCG.
+echo 'MODULES=list' >"$ROOTFS/etc/initramfs-tools/conf.d/sandbox-vm.conf"
+printf '%s\n' virtio_pci virtio_blk virtio_rng ext4 crc32c_generic \
+  >>"$ROOTFS/etc/initramfs-tools/modules"
+
+# Chroot steps: rebuild the initrd, enable networkd, fetch package lists (so
+# roles can install right away).
 cp /etc/resolv.conf "$ROOTFS/etc/resolv.conf"
 mount -t proc proc "$ROOTFS/proc"
 mount --rbind /dev "$ROOTFS/dev"
 mount --make-rslave "$ROOTFS/dev"
+chroot "$ROOTFS" update-initramfs -u -k all >&2
 chroot "$ROOTFS" systemctl enable systemd-networkd.service >&2
 chroot "$ROOTFS" systemctl enable serial-getty@ttyS0.service >&2 || true
 chroot "$ROOTFS" apt-get -q update >&2

@@ -20,12 +20,13 @@
 #              VM_DATA_SIZE (default 2G), VM_BOOT_TIMEOUT (s, default 240).
 set -euo pipefail
 
-log() { printf '[vm] %s\n' "$*" >&2; }
+SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source=scripts/lib.sh
+source "$SCRIPT_DIR/lib.sh"   # SANDBOX_CACHE
+log() { printf '[%s vm] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
-SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-CACHE_ROOT="${SANDBOX_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/private-llm-sandbox}"
-VM_DIR="$CACHE_ROOT/vm"
+VM_DIR="$SANDBOX_CACHE/vm"
 KEY="$VM_DIR/id_ed25519"
 GUEST_PORTS=(443 8000)
 SSH_OPTS=(
@@ -144,7 +145,7 @@ cmd_start() {
          -nodefaults -display none -vga none -monitor none \
          -serial "file:$dir/console.log" \
          -kernel "$kernel" -initrd "$initrd" \
-         -append "root=/dev/vda rw console=ttyS0 net.ifnames=0" \
+         -append "root=/dev/vda rw console=ttyS0 net.ifnames=0 cryptomgr.notests" \
          -drive "file=$dir/overlay.qcow2,if=none,id=root,format=qcow2,discard=unmap" \
          -device virtio-blk-pci,drive=root,serial=llm-root \
          -drive "file=$dir/data.qcow2,if=none,id=data,format=qcow2,discard=unmap" \
@@ -214,7 +215,10 @@ cmd_wait() {
 cmd_status() {
   local dir
   dir="$(run_dir "$1")"
-  qemu_pid "$dir" >/dev/null && [[ -s "$dir/instance.json" ]] || { log "$1 not running"; return 1; }
+  if ! qemu_pid "$dir" >/dev/null || [[ ! -s "$dir/instance.json" ]]; then
+    log "$1 not running"
+    return 1
+  fi
   cat "$dir/instance.json"
 }
 
