@@ -16,9 +16,16 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+
+PROJECT = Path(__file__).resolve().parents[3]
+sys.path.insert(0, str(PROJECT / "molecule" / "shared"))
+
+import netprobe  # noqa: E402  (path set just above)
 
 DEFAULT_VM_NAME = "llm-vm"
 
@@ -54,3 +61,29 @@ def vm_name(request: pytest.FixtureRequest) -> str:
 def vm_instance(vm_name: str) -> dict:
     """The VM's instance.json as a dict (address, port, ports['443'|'8000'], ...)."""
     return load_instance(vm_name)
+
+
+@pytest.fixture(scope="module")
+def vm_listeners(host):
+    """Listeners on the gateway port and on a port no rule opens."""
+    units = [netprobe.start_listener(host, port) for port in (443, 8000)]
+    yield
+    for unit in filter(None, units):
+        host.run("systemctl stop %s", unit)
+
+
+@pytest.fixture(scope="session")
+def run_playbook(request):
+    """Run a playbook against the scenario's inventory; fail the test on error."""
+    inventory = request.config.option.ansible_inventory
+
+    def run(playbook: str, extra_vars: dict | None = None, expect_rc: int = 0) -> subprocess.CompletedProcess:
+        cmd = ["ansible-playbook", "-i", inventory, str(PROJECT / playbook)]
+        if extra_vars:
+            cmd += ["-e", json.dumps(extra_vars)]
+        result = subprocess.run(cmd, cwd=PROJECT, capture_output=True, text=True, check=False,
+                                env={**os.environ, "ANSIBLE_NOCOLOR": "1"})
+        assert result.returncode == expect_rc, result.stdout[-4000:] + result.stderr[-2000:]
+        return result
+
+    return run
