@@ -23,12 +23,12 @@ MARKER = secrets.token_hex(16)
 
 
 @pytest.fixture(scope="module")
-def controller_secrets(host):
+def controller_secrets(host, request):
     # llm_secrets_dir of inventory/sandbox: secrets/<inventory folder name>
-    # two levels above the inventory folder.
-    hostvars = host.ansible.get_variables()
-    inventory_dir = Path(hostvars["inventory_dir"])
-    return inventory_dir.parent.parent / "secrets" / inventory_dir.name / hostvars["inventory_hostname"]
+    # two levels above the folder of Molecule's inventory.
+    inventory = Path(request.config.option.ansible_inventory)
+    inventory_dir = inventory if inventory.is_dir() else inventory.parent
+    return inventory_dir.parent.parent / "secrets" / inventory_dir.name / host.backend.get_hostname()
 
 
 def luks_uuid(host):
@@ -90,8 +90,11 @@ def test_foreign_filesystem_is_never_formatted_without_the_force_flag(host, run_
         "model_volume_device": "", "model_volume_loop_file": "/var/lib/foreign.img",
         "model_volume_mapper_name": "foreign-test", "model_volume_mount_path": "/srv/foreign-test",
     }, expect_rc=2)
-    assert "already holds" in result.stdout and "model_volume_force_format" in result.stdout
+    output = result.stdout + result.stderr
+    assert "already holds data (signature: ext4)" in output and "model_volume_force_format" in output
     assert "ext4" in host.check_output("blkid -p -o value -s TYPE /var/lib/foreign.img")
+    # Refused before any change: not even a key file was written for it.
+    assert not host.file("/etc/cryptsetup-keys.d/foreign-test.key").exists
     host.run("sh -c 'losetup -j /var/lib/foreign.img -O NAME -n | xargs -r losetup -d; rm -f /var/lib/foreign.img'")
 
 
