@@ -39,7 +39,10 @@ address="$(podman inspect -f '{{.NetworkSettings.IPAddress}}' "$NAME")"
 cat <<MSG
 
   Sandbox host $NAME is up at $address and converged with site.yml.
-  Deployed so far: preflight checks, firewall (ufw; HTTPS from this machine only).
+  Deployed so far: preflight checks; firewall (ufw; HTTPS from this machine
+  only); NVIDIA driver repository, pins and holds (no GPU here, so no driver);
+  the tiny test model staged and verified under /srv/models (a plain directory:
+  containers cannot open LUKS; the vm scenario proves the encrypted volume).
   Chat UI:  https://$address/   (served once the gateway and Chainlit roles land)
   Shell:    podman exec -it $NAME bash
   Remove:   make demo-destroy

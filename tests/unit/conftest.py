@@ -40,3 +40,12 @@ def run_playbook(tmp_path):
         )
 
     return run
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory):
+    """The generated test model (scripts/make-tiny-model.py); treat as read-only."""
+    out = tmp_path_factory.mktemp("tiny-model")
+    subprocess.run([sys.executable, str(PROJECT / "scripts" / "make-tiny-model.py"), str(out)],
+                   check=True, capture_output=True)
+    return out

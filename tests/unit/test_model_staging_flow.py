@@ -39,14 +39,6 @@ def flip_byte(path, offset):
 
 
 @pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    out = tmp_path_factory.mktemp("tiny-model")
-    subprocess.run([sys.executable, str(PROJECT / "scripts" / "make-tiny-model.py"), str(out)],
-                   check=True, capture_output=True)
-    return out
-
-
-@pytest.fixture(scope="module")
 def root(tmp_path_factory):
     """One model root for the whole module: the tests run in file order, as
     successive runs of the playbook on one host would."""

@@ -4,25 +4,13 @@ controller mode)."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 
-from conftest import PROJECT
 
 CHECKS = (
     "- ansible.builtin.include_role:\n    name: model_staging\n    tasks_from: validate\n"
     "- ansible.builtin.include_role:\n    name: model_staging\n    tasks_from: manifest\n"
 )
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    out = tmp_path_factory.mktemp("tiny-model")
-    subprocess.run([sys.executable, str(PROJECT / "scripts" / "make-tiny-model.py"), str(out)],
-                   check=True, capture_output=True)
-    return out
 
 
 def test_the_generated_model_passes(run_playbook, tiny_model):
