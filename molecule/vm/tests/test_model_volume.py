@@ -114,6 +114,10 @@ def test_keyfile_volume_is_unlocked_and_mounted_after_reboot(host, rebooted):
     assert host.file(f"{MOUNT}/marker").content_string.strip() == MARKER
 
 
+def test_service_needing_the_keyfile_volume_runs_after_reboot(host, rebooted):
+    assert host.service("keyfile-volume-reader").is_running
+
+
 def test_firewall_is_back_after_reboot(host, rebooted):
     assert "Status: active" in host.check_output("ufw status")
 
