@@ -17,6 +17,21 @@ if [[ "${1:-}" == destroy ]]; then
 fi
 
 image="$(scripts/container-image.sh)"
+# A container whose processes died with the machine (or the session that
+# started it) can still be recorded as running; podman cannot exec into it.
+# The sandbox host holds nothing that is not rebuilt by site.yml, so such a
+# stale one is replaced.
+if podman container exists "$NAME" &&
+   [[ "$(podman inspect -f '{{.State.Running}}' "$NAME")" == true ]] &&
+   ! podman exec "$NAME" true >/dev/null 2>&1; then
+  log "sandbox host $NAME is recorded as running but does not answer; recreating it"
+  podman rm -f --time 10 "$NAME" >/dev/null
+fi
+if podman container exists "$NAME" && [[ "$(podman inspect -f '{{.Image}}' "$NAME")" != \
+     "$(podman image inspect -f '{{.Id}}' "$image")" ]]; then
+  log "sandbox image changed; recreating $NAME"
+  podman rm -f --time 10 "$NAME" >/dev/null
+fi
 if ! podman container exists "$NAME"; then
   log "creating sandbox host $NAME from $image"
   podman run -d --name "$NAME" --hostname "$NAME" --systemd=always \
@@ -30,7 +45,8 @@ for _ in $(seq 60); do  # systemd's bus appears a moment after the container sta
   [[ -n "$state" && "$state" != offline ]] && break
   sleep 1
 done
-[[ "$state" == running || "$state" == degraded ]] || { log "sandbox host did not boot: $state"; exit 1; }
+[[ "$state" == running || "$state" == degraded ]] ||
+  { log "sandbox host did not boot (systemd state: ${state:-no answer}); see: podman logs $NAME"; exit 1; }
 
 log "converging $NAME with site.yml"
 ansible-playbook -i inventory/sandbox/hosts.yml site.yml
