@@ -10,7 +10,7 @@ export PY_COLORS := 0
 SANDBOX_CACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/private-llm-sandbox
 export SANDBOX_CACHE
 
-.PHONY: setup demo demo-destroy test lint unit molecule-default molecule-vm images model clean help
+.PHONY: setup demo demo-destroy test lint unit molecule-default molecule-vm images model wheelhouse clean help
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -18,14 +18,17 @@ help: ## List the targets
 setup: ## Install the controller toolchain and the test harness packages (idempotent)
 	@scripts/setup.sh
 
-images: setup model ## Build (or reuse) the cached sandbox container and VM images
+images: setup model wheelhouse ## Build (or reuse) the cached sandbox container and VM images
 	@scripts/container-image.sh >/dev/null
 	@scripts/vm-image.sh >/dev/null
 
 model: setup ## Generate the tiny test model (reproducible, seconds)
 	@python scripts/make-tiny-model.py $(SANDBOX_CACHE)/models/tiny-qwen3 >/dev/null
 
-demo: setup model ## Create a local sandbox host with the full stack and print where to chat
+wheelhouse: setup ## Gather the wheels the sandbox hosts install vLLM's CPU build from
+	@scripts/wheelhouse.sh >/dev/null
+
+demo: setup model wheelhouse ## Create a local sandbox host with the full stack and print where to chat
 	@scripts/demo.sh
 
 demo-destroy: ## Remove the demo sandbox host

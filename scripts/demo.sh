@@ -35,7 +35,9 @@ fi
 if ! podman container exists "$NAME"; then
   log "creating sandbox host $NAME from $image"
   podman run -d --name "$NAME" --hostname "$NAME" --systemd=always \
-    --cap-add NET_ADMIN "$image" /sbin/init >/dev/null
+    --cap-add NET_ADMIN --shm-size=1g \
+    -v /etc/ssl/certs/ca-certificates.crt:/etc/ssl/host-ca.crt:ro \
+    "$image" /sbin/init >/dev/null
 elif [[ "$(podman inspect -f '{{.State.Running}}' "$NAME")" != true ]]; then
   podman start "$NAME" >/dev/null
 fi
@@ -58,7 +60,9 @@ cat <<MSG
   Deployed so far: preflight checks; firewall (ufw; HTTPS from this machine
   only); NVIDIA driver repository, pins and holds (no GPU here, so no driver);
   the tiny test model staged and verified under /srv/models (a plain directory:
-  containers cannot open LUKS; the vm scenario proves the encrypted volume).
+  containers cannot open LUKS; the vm scenario proves the encrypted volume);
+  vLLM (CPU build) serving it as Qwen3-4B-Instruct-2507 on 127.0.0.1:8000
+  inside the host, key in /etc/vllm/vllm.env (root only).
   Chat UI:  https://$address/   (served once the gateway and Chainlit roles land)
   Shell:    podman exec -it $NAME bash
   Remove:   make demo-destroy

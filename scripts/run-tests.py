@@ -30,10 +30,20 @@ class Run:
         self.reports = reports
         self.steps: list[tuple[str, bool, float]] = []
 
-    def step(self, name: str, cmd: list[str], env: dict[str, str] | None = None) -> bool:
+    def step(self, name: str, cmd: list[str], env: dict[str, str] | None = None,
+             log: str | None = None) -> bool:
+        """Run one step; with `log`, its output is also kept in the reports
+        folder (the scenario tests search the converge output for secrets)."""
         print(f"\n=== {name}: {' '.join(cmd)}", flush=True)
         start = time.monotonic()
-        proc = subprocess.run(cmd, cwd=PROJECT, env={**os.environ, **(env or {})}, check=False)
+        with subprocess.Popen(cmd, cwd=PROJECT, env={**os.environ, **(env or {})},
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT) as proc:
+            assert proc.stdout is not None
+            with open(self.reports / log if log else os.devnull, "wb") as kept:
+                for line in proc.stdout:
+                    sys.stdout.buffer.write(line)
+                    sys.stdout.buffer.flush()
+                    kept.write(line)
         elapsed = time.monotonic() - start
         ok = proc.returncode == 0
         self.steps.append((name, ok, elapsed))
@@ -78,7 +88,8 @@ def main() -> int:
         try:
             for action in MOLECULE_SEQUENCE:
                 if not run.step(f"molecule {scenario}: {action}",
-                                ["molecule", action, "-s", scenario], env):
+                                ["molecule", action, "-s", scenario], env,
+                                log=f"molecule-{scenario}-{action}.log"):
                     break
         finally:
             run.step(f"molecule {scenario}: destroy", ["molecule", "destroy", "-s", scenario], env)

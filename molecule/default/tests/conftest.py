@@ -12,6 +12,10 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "shared")
 
 import netprobe  # noqa: E402  (path set just above)
 
+# A port no service of the project uses: the firewall tests listen on it on
+# every address to prove that only the firewall keeps strangers out.
+PROBE_PORT = 8999
+
 
 @pytest.fixture(scope="module")
 def outsider():
@@ -30,7 +34,7 @@ def host_address(host):
 @pytest.fixture(scope="module")
 def listeners(host):
     """Something listening on the gateway port and on a port nobody may reach."""
-    units = [netprobe.start_listener(host, port) for port in (443, 8000)]
+    units = [netprobe.start_listener(host, port) for port in (443, PROBE_PORT)]
     yield
     for unit in filter(None, units):
         host.run("systemctl stop %s", unit)

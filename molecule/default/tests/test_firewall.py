@@ -3,6 +3,7 @@ does so for IPv4 and IPv6 — checked from the host's rules and from outside."""
 
 from __future__ import annotations
 
+from conftest import PROBE_PORT
 import netprobe
 
 testinfra_hosts = ["llm_servers"]
@@ -47,10 +48,11 @@ def test_client_network_reaches_the_gateway_port(host, host_address, listeners):
 
 
 def test_port_outside_the_policy_is_dropped_for_everyone(host, host_address, listeners, outsider):
-    # A listener runs on 8000, so only the firewall can make this time out.
-    assert host.socket("tcp://:::8000").is_listening
-    assert netprobe.probe(host_address, 8000) == "timeout"
-    assert netprobe.probe_from(outsider, host_address, 8000) == "timeout"
+    # A listener runs on every address of this port, so only the firewall can
+    # make this time out. (vLLM's 8000 listens on loopback only: test_vllm.py.)
+    assert host.socket(f"tcp://:::{PROBE_PORT}").is_listening
+    assert netprobe.probe(host_address, PROBE_PORT) == "timeout"
+    assert netprobe.probe_from(outsider, host_address, PROBE_PORT) == "timeout"
 
 
 def test_host_outside_client_networks_cannot_reach_the_gateway_port(host, host_address, listeners, outsider):
