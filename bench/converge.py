@@ -1,0 +1,131 @@
+#!/usr/bin/env python3
+"""Benchmarks of site.yml runs on sandbox containers (through ansible-runner,
+scripts/run_playbook.py); prints its figures, asserts nothing.
+
+  P1  one host: fresh converge vs a no-op re-run (goal: re-run changed=0 and
+      <= 0.10x the converge).
+  P2  no-op re-run on 8 hosts vs on 1 (goal <= 1.5x). The hosts run every
+      role but vLLM's (`--skip-tags vllm`: eight CPU vLLM installs do not fit
+      this 2-core machine); the figure says so.
+
+Hosts are podman containers from the sandbox image, named bench-N, created
+fresh and removed afterwards; secrets land in a temporary folder.
+
+Usage: bench/converge.py [p1|p2|all] [--hosts 8] [--keep]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+PROJECT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(PROJECT / "scripts"))
+from run_playbook import run_playbook  # noqa: E402
+
+IMAGE = "localhost/private-llm-sandbox:bookworm"
+
+
+def podman(*args: str, check: bool = True) -> str:
+    return subprocess.run(["podman", *args], check=check, capture_output=True, text=True).stdout.strip()
+
+
+def create_hosts(names: list[str]) -> None:
+    for name in names:
+        podman("rm", "-f", "--time", "5", name, check=False)
+        podman("run", "-d", "--name", name, "--hostname", name, "--systemd=always", "--cap-add", "NET_ADMIN",
+               "--shm-size=1g", "-v", "/etc/ssl/certs/ca-certificates.crt:/etc/ssl/host-ca.crt:ro",
+               IMAGE, "/sbin/init")
+    for name in names:
+        subprocess.run(["podman", "exec", name, "systemctl", "is-system-running", "--wait"],
+                       capture_output=True, check=False)
+
+
+def inventory(workdir: Path, names: list[str]) -> str:
+    inv = workdir / "bench"
+    inv.mkdir(parents=True, exist_ok=True)
+    hosts = "".join(f"        {n}:\n" for n in names)
+    (inv / "hosts.yml").write_text(
+        "all:\n  children:\n    llm_servers:\n      hosts:\n" + hosts
+        + "    gateways:\n      hosts:\n" + hosts
+        + "  vars:\n    ansible_connection: containers.podman.podman\n")
+    link = inv / "group_vars"
+    if not link.exists():
+        link.symlink_to(PROJECT / "inventory" / "sandbox" / "group_vars")
+    return str(inv / "hosts.yml")
+
+
+def run(inv: str, label: str, skip_tags: str | None = None) -> dict:
+    envvars = {"ANSIBLE_SKIP_TAGS": skip_tags} if skip_tags else {}
+    summary = run_playbook("site.yml", inv, envvars=envvars)
+    totals = summary["totals"]
+    print(f"  {label:34s} {summary['duration_s']:8.1f} s   hosts={len(summary['hosts'])} "
+          f"changed={totals['changed']} failed={totals['failed'] + totals['unreachable']}", flush=True)
+    if summary["rc"] != 0:
+        sys.exit(f"{label}: site.yml failed (status {summary['status']})")
+    return summary
+
+
+def p1(workdir: Path, keep: bool) -> None:
+    print("P1: one sandbox host, full site.yml (vLLM CPU install included)")
+    names = ["bench-1"]
+    create_hosts(names)
+    try:
+        inv = inventory(workdir / "p1", names)
+        fresh = run(inv, "fresh converge")
+        noop = run(inv, "no-op re-run")
+        ratio = noop["duration_s"] / fresh["duration_s"]
+        print(f"  re-run / converge = {ratio:.3f}  (goal <= 0.10); re-run changed={noop['totals']['changed']} "
+              "(goal 0)")
+        print("  time per role, fresh converge: "
+              + ", ".join(f"{r} {t:.0f}s" for r, t in fresh["role_time_s"].items()))
+        print("  time per role, re-run:         "
+              + ", ".join(f"{r} {t:.1f}s" for r, t in noop["role_time_s"].items()))
+    finally:
+        if not keep:
+            for name in names:
+                podman("rm", "-f", "--time", "5", name, check=False)
+
+
+def p2(workdir: Path, count: int, keep: bool) -> None:
+    print(f"P2: no-op re-run on {count} sandbox hosts vs 1 (every role but vLLM: --skip-tags vllm)")
+    names = [f"bench-{i}" for i in range(1, count + 1)]
+    create_hosts(names)
+    try:
+        inv_all = inventory(workdir / "p2-all", names)
+        inv_one = inventory(workdir / "p2-one", names[:1])
+        run(inv_all, f"converge {count} hosts", "vllm")
+        one = run(inv_one, "no-op re-run, 1 host", "vllm")
+        many = run(inv_all, f"no-op re-run, {count} hosts", "vllm")
+        print(f"  {count} hosts / 1 host = {many['duration_s'] / one['duration_s']:.2f}  (goal <= 1.5)")
+    finally:
+        if not keep:
+            for name in names:
+                podman("rm", "-f", "--time", "5", name, check=False)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("which", nargs="?", default="all", choices=["p1", "p2", "all"])
+    parser.add_argument("--hosts", type=int, default=8)
+    parser.add_argument("--keep", action="store_true", help="keep the containers afterwards")
+    args = parser.parse_args()
+    os.environ.setdefault("CONTAINERS_CONF", str(PROJECT / "sandbox" / "containers.conf"))
+    workdir = Path(tempfile.mkdtemp(prefix="llm-bench-"))
+    try:
+        if args.which in ("p1", "all"):
+            p1(workdir, args.keep)
+        if args.which in ("p2", "all"):
+            p2(workdir, args.hosts, args.keep)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
