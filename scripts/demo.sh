@@ -56,15 +56,20 @@ ansible-playbook -i inventory/sandbox/hosts.yml site.yml
 address="$(podman inspect -f '{{.NetworkSettings.IPAddress}}' "$NAME")"
 cat <<MSG
 
-  Sandbox host $NAME is up at $address and converged with site.yml.
-  Deployed so far: preflight checks; firewall (ufw; HTTPS from this machine
-  only); NVIDIA driver repository, pins and holds (no GPU here, so no driver);
-  the tiny test model staged and verified under /srv/models (a plain directory:
-  containers cannot open LUKS; the vm scenario proves the encrypted volume);
-  vLLM (CPU build) serving it as Qwen3-4B-Instruct-2507 on 127.0.0.1:8000
-  inside the host, key in /etc/vllm/vllm.env (root only).
-  Chat UI:  https://$address/   (served once the gateway and Chainlit roles land)
-  Shell:    podman exec -it $NAME bash
-  Remove:   make demo-destroy
+  Sandbox host $NAME is up at $address and converged with site.yml: firewall,
+  NVIDIA driver pins (no GPU here, so no driver), the tiny test model staged
+  and verified under /srv/models (a plain directory: containers cannot open
+  LUKS; the vm scenario proves the encrypted volume), vLLM (CPU build) serving
+  it as Qwen3-4B-Instruct-2507, Chainlit, and the TLS gateway in front.
+
+  Chat:      https://$address/
+             user demo, password in secrets/sandbox/chainlit-user-demo
+             trust the sandbox CA: secrets/sandbox/gateway-ca.crt
+             (the model is a tiny random one: replies are gibberish, but real)
+  API:       curl --cacert secrets/sandbox/gateway-ca.crt \\
+               -H "Authorization: Bearer \$(cat secrets/sandbox/vllm-api-key)" \\
+               https://$address/v1/models
+  Shell:     podman exec -it $NAME bash
+  Remove:    make demo-destroy
 
 MSG
