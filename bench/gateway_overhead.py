@@ -12,6 +12,11 @@ https://<host>/ verified with the project's CA. Each worker keeps one
 connection open. Rounds alternate between the two ways so drift hits both.
 The API key goes to the workers in the environment, never in argv.
 
+The gateway's per-client API rate limit (gateway_api_rate, 10 r/s by
+default) would turn most of this load into 429s: the script raises it for the
+run by re-running playbooks/gateway.yml with a high limit, and restores the
+inventory's setting afterwards (--keep-rate-limit to measure as configured).
+
 Usage: bench/gateway_overhead.py [--container llm-demo] [--concurrency 8]
                                  [--requests 64] [--rounds 3] [--max-tokens 32]
 """
@@ -80,6 +85,8 @@ def main() -> int:
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--secrets", default=str(PROJECT / "secrets" / "sandbox"),
                         help="the inventory's secrets store (API key, gateway CA)")
+    parser.add_argument("--inventory", default=str(PROJECT / "inventory" / "sandbox" / "hosts.yml"))
+    parser.add_argument("--keep-rate-limit", action="store_true", help="do not lift the API rate limit")
     parser.add_argument("--direct-worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -108,6 +115,23 @@ def main() -> int:
     def gateway() -> dict:
         return load(address, 443, ca, key, args.concurrency, args.requests, args.max_tokens)
 
+    def gateway_play(*extra: str) -> None:
+        subprocess.run(["ansible-playbook", "-i", args.inventory, str(PROJECT / "playbooks" / "gateway.yml"),
+                        *extra], check=True, stdout=subprocess.DEVNULL, cwd=PROJECT,
+                       env={**os.environ, "ANSIBLE_CONFIG": str(PROJECT / "ansible.cfg")})
+
+    if not args.keep_rate_limit:
+        print("lifting the gateway's API rate limit for the run", flush=True)
+        gateway_play("-e", "gateway_api_rate=100000r/s", "-e", "gateway_api_burst=100000")
+    try:
+        return measure(args, direct, gateway, address)
+    finally:
+        if not args.keep_rate_limit:
+            print("restoring the gateway's settings", flush=True)
+            gateway_play()
+
+
+def measure(args, direct, gateway, address) -> int:
     print(f"host {args.container} ({address}); concurrency {args.concurrency}, {args.requests} requests "
           f"of {args.max_tokens} tokens per run, {args.rounds} rounds", flush=True)
     gateway()  # warm-up: TLS session, caches
