@@ -409,7 +409,9 @@ def test_no_telemetry_no_data_layer_and_no_uploads(host):
     config = host.file(f"{APP}/.chainlit/config.toml").content_string
     assert re.search(r"\[features\.spontaneous_file_upload\]\s*\nenabled = false", config)
     props = host.check_output("systemctl show -p IPAddressDeny -p IPAddressAllow chainlit.service")
-    assert "IPAddressDeny=0.0.0.0/0 ::/0" in props and "IPAddressAllow=127.0.0.0/8 ::1/128" in props
+    values = {name: set(value.split()) for name, value in (line.split("=", 1) for line in props.splitlines())}
+    assert values["IPAddressDeny"] == {"0.0.0.0/0", "::/0"}  # systemd lists them in no fixed order
+    assert values["IPAddressAllow"] == {"127.0.0.0/8", "::1/128"}
 
 
 def test_service_talks_to_loopback_only(host, user):
