@@ -1,0 +1,193 @@
+"""Host hardening in a systemd container: what a container can show.
+
+A container shares the host's kernel, so sysctls, core_pattern, swap, auditd
+and kernel modules are the host's business: the role detects the container
+and leaves them alone (proven here), and the `vm` scenario proves them on a
+kernel of its own (molecule/vm: test_hardening.py). Shown here: no service
+or login can write a core file (limits, systemd-coredump), the journal is
+persistent and bounded, unattended-upgrades takes security updates only and
+never the NVIDIA driver or a held package, the login settings, banner and
+module blacklist, and that nothing the crash tests put in memory reaches a
+crash file.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+
+import pytest
+
+testinfra_hosts = ["llm_servers"]
+
+# A marker that only ever exists in the memory of the crashing test process.
+CANARY = "hardening-canary-" + secrets.token_hex(12)
+CRASH_DIRS = ("/var/crash", "/var/lib/systemd/coredump", "/var/lib/apport/coredump")
+CORE_NAMES = r"\( -name core -o -name 'core.[0-9]*' -o -name '*.core' \)"
+
+
+def privacy_canary_hits(host, canary: str) -> dict:
+    """Where `canary` shows up on disk outside the service's own data: in each
+    active swap area (raw) and in crash dumps / core files. {place: hits}."""
+    hits = {}
+    swaps = host.file("/proc/swaps").content_string.splitlines()[1:]
+    for line in swaps:
+        device = line.split()[0]
+        # Unreadable from a container (the host's swap): counts as not searched.
+        result = host.run("grep -a -c -F -- %s %s", canary, device)
+        if result.rc in (0, 1):
+            hits[device] = int(result.stdout.strip() or 0)
+    for directory in CRASH_DIRS:
+        result = host.run("grep -r -a -l -F -- %s %s", canary, directory)
+        hits[directory] = len(result.stdout.split()) if result.rc == 0 else 0
+    cores = host.run(
+        "find / \\( -path /proc -o -path /sys -o -path /dev -o -path /run \\) -prune -o -type f " + CORE_NAMES
+        + " -print 2>/dev/null").stdout.split()
+    for core in cores:
+        hits[core] = int(host.run("grep -a -c -F -- %s %s", canary, core).stdout.strip() or 0)
+    return hits
+
+
+@pytest.fixture(scope="module")
+def crash_dir(host):
+    """A world-writable directory the crash tests run in (where a core file would land)."""
+    path = host.check_output("mktemp -d /var/tmp/hardening-crash.XXXXXX")
+    host.run_expect([0], "chmod 1777 %s && touch %s/.start", path, path)
+    yield path
+    host.run("rm -rf %s", path)
+
+
+# --- the container is recognised ---------------------------------------------------------
+
+
+def test_kernel_level_pieces_are_left_to_the_containers_host(host):
+    assert not host.file("/etc/sysctl.d/zz-hardening.conf").exists
+    assert not host.package("auditd").is_installed
+    assert not host.package("acct").is_installed
+
+
+# --- core dumps ----------------------------------------------------------------------------
+
+
+def test_systemd_gives_every_service_a_core_limit_of_zero(host):
+    assert host.check_output("systemctl show --property DefaultLimitCORE") == "DefaultLimitCORE=0"
+
+
+def test_systemd_coredump_would_store_nothing(host):
+    config = host.check_output("systemd-analyze cat-config systemd/coredump.conf")
+    assert re.search(r"^Storage=none$", config, re.M)
+    assert re.search(r"^ProcessSizeMax=0$", config, re.M)
+
+
+def test_crashing_service_cannot_raise_its_limit_and_leaves_no_core(host, crash_dir):
+    # The process tries what a crashing program could: raise its soft limit
+    # to the hard one, then dump. Without the role the hard limit here is
+    # unlimited and the host kernel's core_pattern ("core") writes ./core.
+    script = ("import os, resource; s = %r * 4096; h = resource.getrlimit(resource.RLIMIT_CORE)[1]; "
+              "resource.setrlimit(resource.RLIMIT_CORE, (h, h)); print('hard', h, flush=True); os.abort()") % CANARY
+    result = host.run("systemd-run --quiet --wait --pipe --property WorkingDirectory=%s "
+                      "--property User=nobody /usr/bin/python3 -c %s", crash_dir, script)
+    assert "hard 0" in result.stdout, result.stdout + result.stderr
+    assert result.rc != 0  # it did crash
+    assert host.check_output("find %s -type f ! -name .start", crash_dir) == ""
+
+
+def test_login_sessions_get_a_hard_core_limit_of_zero(host):
+    # su runs the PAM session stack (pam_limits) as a login would.
+    assert host.check_output("su -s /bin/sh -c 'ulimit -H -c' nobody") == "0"
+    assert host.check_output("su -s /bin/sh -c 'ulimit -H -c' root") == "0"
+
+
+def test_login_shells_get_the_timeout_and_no_core_files(host):
+    out = host.check_output("bash -lc 'echo \"$TMOUT $(ulimit -c)\"; readonly -p | grep -c \" TMOUT\"'")
+    assert out.split() == ["900", "0", "1"]
+
+
+def test_no_crash_file_anywhere_holds_the_canary(host, crash_dir):
+    assert not any(privacy_canary_hits(host, CANARY).values())
+
+
+def test_privacy_canary_from_chat_is_not_in_swap_or_crash_files(host):
+    canary = os.environ.get("LLM_PRIVACY_CANARY")
+    if not canary:
+        pytest.skip("LLM_PRIVACY_CANARY not set (the chat test sets it)")
+    hits = privacy_canary_hits(host, canary)
+    assert not any(hits.values()), hits
+
+
+# --- journald -------------------------------------------------------------------------------
+
+
+def test_journal_is_persistent_and_bounded(host):
+    config = host.check_output("systemd-analyze cat-config systemd/journald.conf")
+    for line in ("Storage=persistent", "SystemMaxUse=1G", "SystemMaxFileSize=64M", "MaxRetentionSec=1month"):
+        assert re.search(f"^{line}$", config, re.M), line
+    assert host.file("/var/log/journal").is_directory
+    # journald itself reports the limit it runs with.
+    report = host.check_output("journalctl --unit systemd-journald --output cat | grep 'System Journal' | tail -n 1")
+    assert "max 1.0G" in report, report
+
+
+# --- unattended upgrades ------------------------------------------------------------------
+
+
+def test_unattended_upgrades_take_only_the_security_archive(host):
+    out = host.check_output("timeout 300 unattended-upgrade --dry-run --debug 2>&1 | head -n 6")
+    origins = re.search(r"^Allowed origins are: (.*)$", out, re.M).group(1).split(", ")
+    assert origins and all("label=Debian-Security" in origin for origin in origins), origins
+
+
+def test_unattended_upgrades_never_touch_the_driver_or_held_packages(host):
+    out = host.check_output("timeout 300 unattended-upgrade --dry-run --debug 2>&1 | head -n 6")
+    blacklist = re.search(r"^Initial blacklist: (.*)$", out, re.M).group(1).split()
+    for pattern in ("^nvidia-", "^libnvidia-", "^libcuda", "^firmware-nvidia-"):
+        assert pattern in blacklist
+    held = host.check_output("apt-mark showhold").split()
+    assert held, "the nvidia_driver role holds the driver packages in this scenario"
+    for name in held:
+        assert any(re.match(pattern, name) for pattern in blacklist), name
+
+
+def test_security_upgrades_run_daily(host):
+    periodic = host.check_output("apt-config dump APT::Periodic")
+    assert 'APT::Periodic::Update-Package-Lists "1";' in periodic
+    assert 'APT::Periodic::Unattended-Upgrade "1";' in periodic
+    for timer in ("apt-daily.timer", "apt-daily-upgrade.timer"):
+        assert host.service(timer).is_enabled and host.service(timer).is_running, timer
+
+
+def test_needrestart_lists_services_but_restarts_none(host):
+    assert host.package("needrestart").is_installed
+    assert host.file("/etc/needrestart/conf.d/50-hardening.conf").contains(r"^\$nrconf{restart} = 'l';")
+
+
+# --- logins, banner, modules -------------------------------------------------------------------
+
+
+def test_login_defs_tighten_umask_and_password_aging(host):
+    defs = dict(line.split(None, 1) for line in host.file("/etc/login.defs").content_string.splitlines()
+                if line.strip() and not line.startswith("#") and len(line.split()) > 1)
+    assert defs["UMASK"].strip() == "027"
+    assert defs["PASS_MAX_DAYS"].strip() == "365"
+    assert defs["PASS_MIN_DAYS"].strip() == "1"
+    assert int(defs["SHA_CRYPT_MIN_ROUNDS"]) >= 5000
+
+
+def test_login_banner_is_shown(host):
+    for path in ("/etc/issue", "/etc/issue.net"):
+        assert host.file(path).contains("Authorised access only")
+
+
+def test_pam_gives_each_login_its_own_tmp_and_checks_password_quality(host):
+    session = host.file("/etc/pam.d/common-session").content_string
+    password = host.file("/etc/pam.d/common-password").content_string
+    assert "pam_tmpdir.so" in session
+    assert "pam_pwquality.so" in password
+
+
+def test_removable_storage_and_rare_protocols_cannot_load(host):
+    lines = set(host.file("/etc/modprobe.d/hardening-blacklist.conf").content_string.splitlines())
+    for module in ("usb-storage", "firewire-core", "dccp", "sctp", "rds", "tipc", "cramfs", "squashfs", "udf"):
+        assert f"blacklist {module}" in lines
+        assert f"install {module} /bin/false" in lines
