@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import math
 import os
 import re
 import threading
@@ -144,6 +145,18 @@ def default_preferences(settings: Settings) -> Preferences:
     return Preferences(settings.system_prompt, settings.temperature, settings.max_tokens)
 
 
+def _user_number(raw: Any) -> float | None:
+    """A user-supplied setting as a float; None for booleans, NaN and anything
+    that is not a number."""
+    if isinstance(raw, bool):
+        return None
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(value) else value
+
+
 def _clamp(value: float, low: float, high: float) -> float:
     return min(max(value, low), high)
 
@@ -165,24 +178,14 @@ def parse_preferences(values: Mapping[str, Any] | None, settings: Settings) -> P
         system_prompt = base.system_prompt
 
     temperature = base.temperature
-    raw_temperature = values.get("temperature")
-    if not isinstance(raw_temperature, bool):
-        try:
-            candidate = float(raw_temperature)
-        except (TypeError, ValueError):
-            candidate = None
-        if candidate is not None and candidate == candidate:  # not NaN
-            temperature = _clamp(candidate, *TEMPERATURE_RANGE)
+    candidate = _user_number(values.get("temperature"))
+    if candidate is not None:
+        temperature = _clamp(candidate, *TEMPERATURE_RANGE)
 
     max_tokens = base.max_tokens
-    raw_max = values.get("max_tokens")
-    if not isinstance(raw_max, bool):
-        try:
-            candidate = float(raw_max)
-        except (TypeError, ValueError):
-            candidate = None
-        if candidate is not None and candidate == candidate and abs(candidate) != float("inf"):
-            max_tokens = int(_clamp(int(candidate), 1, settings.max_tokens_limit))
+    candidate = _user_number(values.get("max_tokens"))
+    if candidate is not None and math.isfinite(candidate):
+        max_tokens = int(_clamp(int(candidate), 1, settings.max_tokens_limit))
 
     return Preferences(system_prompt, round(temperature, 2), max_tokens)
 
