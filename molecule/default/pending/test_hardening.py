@@ -19,34 +19,12 @@ import secrets
 
 import pytest
 
+import privacy  # molecule/shared, put on sys.path by conftest.py
+
 testinfra_hosts = ["llm_servers"]
 
 # A marker that only ever exists in the memory of the crashing test process.
 CANARY = "hardening-canary-" + secrets.token_hex(12)
-CRASH_DIRS = ("/var/crash", "/var/lib/systemd/coredump", "/var/lib/apport/coredump")
-CORE_NAMES = r"\( -name core -o -name 'core.[0-9]*' -o -name '*.core' \)"
-
-
-def privacy_canary_hits(host, canary: str) -> dict:
-    """Where `canary` shows up on disk outside the service's own data: in each
-    active swap area (raw) and in crash dumps / core files. {place: hits}."""
-    hits = {}
-    swaps = host.file("/proc/swaps").content_string.splitlines()[1:]
-    for line in swaps:
-        device = line.split()[0]
-        # Unreadable from a container (the host's swap): counts as not searched.
-        result = host.run("grep -a -c -F -- %s %s", canary, device)
-        if result.rc in (0, 1):
-            hits[device] = int(result.stdout.strip() or 0)
-    for directory in CRASH_DIRS:
-        result = host.run("grep -r -a -l -F -- %s %s", canary, directory)
-        hits[directory] = len(result.stdout.split()) if result.rc == 0 else 0
-    cores = host.run(
-        "find / \\( -path /proc -o -path /sys -o -path /dev -o -path /run \\) -prune -o -type f " + CORE_NAMES
-        + " -print 2>/dev/null").stdout.split()
-    for core in cores:
-        hits[core] = int(host.run("grep -a -c -F -- %s %s", canary, core).stdout.strip() or 0)
-    return hits
 
 
 @pytest.fixture(scope="module")
@@ -105,14 +83,14 @@ def test_login_shells_get_the_timeout_and_no_core_files(host):
 
 
 def test_no_crash_file_anywhere_holds_the_canary(host, crash_dir):
-    assert not any(privacy_canary_hits(host, CANARY).values())
+    assert not any(privacy.canary_hits(host, CANARY).values())
 
 
 def test_privacy_canary_from_chat_is_not_in_swap_or_crash_files(host):
     canary = os.environ.get("LLM_PRIVACY_CANARY")
     if not canary:
         pytest.skip("LLM_PRIVACY_CANARY not set (the chat test sets it)")
-    hits = privacy_canary_hits(host, canary)
+    hits = privacy.canary_hits(host, canary)
     assert not any(hits.values()), hits
 
 

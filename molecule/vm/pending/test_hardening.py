@@ -26,13 +26,14 @@ from pathlib import Path
 import pytest
 import yaml
 
+import privacy  # molecule/shared, put on sys.path by conftest.py
+
 PROJECT = Path(__file__).resolve().parents[3]
 DEFAULTS = yaml.safe_load((PROJECT / "roles" / "hardening" / "defaults" / "main.yml").read_text())
 SYSCTLS = {**{k: str(v) for k, v in DEFAULTS["hardening_sysctls"].items()},
            "fs.suid_dumpable": "0", "kernel.core_pattern": "|/bin/false"}
 
 CANARY = "hardening-canary-" + secrets.token_hex(12)
-CRASH_DIRS = ("/var/crash", "/var/lib/systemd/coredump", "/var/lib/apport/coredump")
 KEY_DIR = "/etc/cryptsetup-keys.d"
 KEYFILE = f"{KEY_DIR}/llm-models.key"
 MODELS = "/srv/models"
@@ -42,26 +43,6 @@ LYNIS_MIN_INDEX = 80
 
 
 # --- helpers ---------------------------------------------------------------------------------
-
-
-def privacy_canary_hits(host, canary: str) -> dict:
-    """Where `canary` shows up on disk outside the service's own data: in each
-    active swap area (raw device) and in crash dumps / core files. {place: hits}."""
-    script = r"""
-canary="$1"
-tail -n +2 /proc/swaps | while read -r dev _; do
-  printf '%s %s\n' "$dev" "$(grep -a -c -F -- "$canary" "$dev")"
-done
-for d in /var/crash /var/lib/systemd/coredump /var/lib/apport/coredump; do
-  printf '%s %s\n' "$d" "$(grep -r -a -l -F -- "$canary" "$d" 2>/dev/null | wc -l)"
-done
-find / /srv/models \( -path /proc -o -path /sys -o -path /dev -o -path /run \) -prune -o -xdev -type f \
-  \( -name core -o -name 'core.[0-9]*' -o -name '*.core' \) -print 2>/dev/null | while read -r f; do
-  printf '%s %s\n' "$f" "$(grep -a -c -F -- "$canary" "$f")"
-done
-"""
-    out = host.check_output("sh -c %s hits %s", script, canary)
-    return {place: int(count) for place, count in (line.rsplit(" ", 1) for line in out.splitlines())}
 
 
 def ssh(vm_instance: dict, *args: str, user: str = "root", options: tuple = ()) -> subprocess.CompletedProcess:
@@ -131,7 +112,7 @@ rm -rf "$dir"
 
 
 def test_no_swap_or_crash_file_holds_what_the_crashed_processes_held(host):
-    hits = privacy_canary_hits(host, CANARY)
+    hits = privacy.canary_hits(host, CANARY)
     assert not any(hits.values()), hits
 
 
@@ -139,7 +120,7 @@ def test_privacy_canary_from_chat_is_not_in_swap_or_crash_files(host):
     canary = os.environ.get("LLM_PRIVACY_CANARY")
     if not canary:
         pytest.skip("LLM_PRIVACY_CANARY not set (the chat test sets it)")
-    hits = privacy_canary_hits(host, canary)
+    hits = privacy.canary_hits(host, canary)
     assert not any(hits.values()), hits
 
 
