@@ -10,7 +10,7 @@ export PY_COLORS := 0
 SANDBOX_CACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/private-llm-sandbox
 export SANDBOX_CACHE
 
-.PHONY: setup demo demo-destroy test lint unit molecule-default molecule-vm images model wheelhouse clean help
+.PHONY: setup demo demo-destroy test lint unit molecule-default molecule-fleet molecule-vm images model wheelhouse clean help
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -46,10 +46,14 @@ unit: setup ## Unit tests only
 molecule-default: images ## The podman scenario only
 	@scripts/run-tests.py --skip-lint --skip-unit --scenario default
 
+molecule-fleet: images ## The several-host scenario only (a gateway and two vLLM replicas)
+	@scripts/run-tests.py --skip-lint --skip-unit --scenario fleet
+
 molecule-vm: images ## The QEMU VM scenario only
 	@scripts/run-tests.py --skip-lint --skip-unit --scenario vm
 
 clean: demo-destroy ## Remove the sandbox hosts and the venv (caches are kept)
 	-molecule destroy -s default
+	-molecule destroy -s fleet
 	-molecule destroy -s vm
 	rm -rf $(VENV) .ansible

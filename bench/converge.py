@@ -9,9 +9,14 @@ scripts/run_playbook.py); prints its figures, asserts nothing.
       this 2-core machine); the figure says so.
 
 Hosts are podman containers from the sandbox image, named bench-N, created
-fresh and removed afterwards; secrets land in a temporary folder.
+fresh and removed afterwards; secrets land in a temporary folder. Ansible
+reaches them over SSH (--transport ssh, the default: what real hosts use,
+with pipelining and a persistent connection; each container gets
+openssh-server from Debian's mirror and a throwaway key before any timing),
+or through `podman exec` (--transport podman: the Molecule scenarios' way;
+that plugin cannot pipeline, so every task costs several podman processes).
 
-Usage: bench/converge.py [p1|p2|all] [--hosts 8] [--keep]
+Usage: bench/converge.py [p1|p2|all] [--hosts 8] [--transport ssh|podman] [--keep]
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ def podman(*args: str, check: bool = True) -> str:
     return subprocess.run(["podman", *args], check=check, capture_output=True, text=True).stdout.strip()
 
 
-def create_hosts(names: list[str]) -> None:
+def create_hosts(names: list[str], workdir: Path, transport: str) -> None:
     for name in names:
         podman("rm", "-f", "--time", "5", name, check=False)
         podman("run", "-d", "--name", name, "--hostname", name, "--systemd=always", "--cap-add", "NET_ADMIN",
@@ -44,16 +49,38 @@ def create_hosts(names: list[str]) -> None:
     for name in names:
         subprocess.run(["podman", "exec", name, "systemctl", "is-system-running", "--wait"],
                        capture_output=True, check=False)
+    if transport == "ssh":
+        key = workdir / "bench-key"
+        if not key.exists():
+            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+        public = (workdir / "bench-key.pub").read_text()
+        for name in names:
+            subprocess.run(
+                ["podman", "exec", "-i", name, "sh", "-c",
+                 "DEBIAN_FRONTEND=noninteractive apt-get install -y -q openssh-server >/dev/null"
+                 " && install -d -m 0700 /root/.ssh && cat > /root/.ssh/authorized_keys"
+                 " && systemctl enable --now ssh"],
+                input=public, text=True, capture_output=True, check=True)
 
 
-def inventory(workdir: Path, names: list[str]) -> str:
+def address(name: str) -> str:
+    return podman("inspect", "-f", "{{.NetworkSettings.IPAddress}}", name)
+
+
+def inventory(workdir: Path, names: list[str], transport: str) -> str:
     inv = workdir / "bench"
     inv.mkdir(parents=True, exist_ok=True)
-    hosts = "".join(f"        {n}:\n" for n in names)
+    if transport == "ssh":
+        hosts = "".join(f"        {n}:\n          ansible_host: {address(n)}\n" for n in names)
+        connection = ("    ansible_connection: ssh\n    ansible_user: root\n"
+                      f"    ansible_ssh_private_key_file: {workdir.parent / 'bench-key'}\n"
+                      "    ansible_ssh_common_args: -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null\n")
+    else:
+        hosts = "".join(f"        {n}:\n" for n in names)
+        connection = "    ansible_connection: containers.podman.podman\n"
     (inv / "hosts.yml").write_text(
         "all:\n  children:\n    llm_servers:\n      hosts:\n" + hosts
-        + "    gateways:\n      hosts:\n" + hosts
-        + "  vars:\n    ansible_connection: containers.podman.podman\n")
+        + "    gateways:\n      hosts:\n" + hosts + "  vars:\n" + connection)
     link = inv / "group_vars"
     if not link.exists():
         link.symlink_to(PROJECT / "inventory" / "sandbox" / "group_vars")
@@ -71,12 +98,12 @@ def run(inv: str, label: str, skip_tags: str | None = None) -> dict:
     return summary
 
 
-def p1(workdir: Path, keep: bool) -> None:
-    print("P1: one sandbox host, full site.yml (vLLM CPU install included)")
+def p1(workdir: Path, keep: bool, transport: str) -> None:
+    print(f"P1: one sandbox host, full site.yml (vLLM CPU install included), over {transport}")
     names = ["bench-1"]
-    create_hosts(names)
+    create_hosts(names, workdir, transport)
     try:
-        inv = inventory(workdir / "p1", names)
+        inv = inventory(workdir / "p1", names, transport)
         fresh = run(inv, "fresh converge")
         noop = run(inv, "no-op re-run")
         ratio = noop["duration_s"] / fresh["duration_s"]
@@ -92,13 +119,13 @@ def p1(workdir: Path, keep: bool) -> None:
                 podman("rm", "-f", "--time", "5", name, check=False)
 
 
-def p2(workdir: Path, count: int, keep: bool) -> None:
-    print(f"P2: no-op re-run on {count} sandbox hosts vs 1 (every role but vLLM: --skip-tags vllm)")
+def p2(workdir: Path, count: int, keep: bool, transport: str) -> None:
+    print(f"P2: no-op re-run on {count} sandbox hosts vs 1 (every role but vLLM: --skip-tags vllm), over {transport}")
     names = [f"bench-{i}" for i in range(1, count + 1)]
-    create_hosts(names)
+    create_hosts(names, workdir, transport)
     try:
-        inv_all = inventory(workdir / "p2-all", names)
-        inv_one = inventory(workdir / "p2-one", names[:1])
+        inv_all = inventory(workdir / "p2-all", names, transport)
+        inv_one = inventory(workdir / "p2-one", names[:1], transport)
         run(inv_all, f"converge {count} hosts", "vllm")
         one = run(inv_one, "no-op re-run, 1 host", "vllm")
         many = run(inv_all, f"no-op re-run, {count} hosts", "vllm")
@@ -113,15 +140,17 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("which", nargs="?", default="all", choices=["p1", "p2", "all"])
     parser.add_argument("--hosts", type=int, default=8)
+    parser.add_argument("--transport", choices=["ssh", "podman"], default="ssh",
+                        help="how Ansible reaches the containers (default: ssh, as on real hosts)")
     parser.add_argument("--keep", action="store_true", help="keep the containers afterwards")
     args = parser.parse_args()
     os.environ.setdefault("CONTAINERS_CONF", str(PROJECT / "sandbox" / "containers.conf"))
     workdir = Path(tempfile.mkdtemp(prefix="llm-bench-"))
     try:
         if args.which in ("p1", "all"):
-            p1(workdir, args.keep)
+            p1(workdir, args.keep, args.transport)
         if args.which in ("p2", "all"):
-            p2(workdir, args.hosts, args.keep)
+            p2(workdir, args.hosts, args.keep, args.transport)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     return 0

@@ -21,7 +21,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 PROJECT = Path(__file__).resolve().parent.parent
-SCENARIOS = ["default", "vm"]
+SCENARIOS = ["default", "fleet", "vm"]
 MOLECULE_SEQUENCE = ["destroy", "syntax", "create", "prepare", "converge", "idempotence", "verify"]
 
 

@@ -178,3 +178,25 @@ def test_the_gateway_port_may_not_be_a_backend_port(run_playbook):
     result = run_playbook(TASKS, settings(gateway_port=8000))
     assert result.returncode != 0
     assert "must be distinct ports" in result.stdout
+
+
+@pytest.mark.parametrize("overrides", [{"gateway_replica_port": 443}, {"gateway_pool_port": 8001},
+                                       {"gateway_replica_port": 8002}, {"gateway_replica_port": 70000}])
+def test_fleet_ports_that_clash_or_are_no_ports_are_refused_by_name(run_playbook, overrides):
+    result = run_playbook(TASKS, settings(**overrides))
+    assert result.returncode != 0
+    assert "gateway_replica_port" in result.stdout and "gateway_pool_port" in result.stdout
+
+
+@pytest.mark.parametrize("name", ["replica", "Replica.Internal", "-bad.internal", "a b.internal"])
+def test_a_replica_tls_name_that_is_no_dns_name_is_refused(run_playbook, name):
+    result = run_playbook(TASKS, settings(gateway_replica_tls_name=name))
+    assert result.returncode != 0
+    assert "gateway_replica_tls_name a lower-case DNS name" in result.stdout
+
+
+@pytest.mark.parametrize("overrides", [{"gateway_replica_tries": 0}, {"gateway_replica_max_fails": 0}])
+def test_health_check_settings_below_one_are_refused(run_playbook, overrides):
+    result = run_playbook(TASKS, settings(**overrides))
+    assert result.returncode != 0
+    assert "at least 1" in result.stdout

@@ -1,0 +1,272 @@
+"""Scale-out: one gateway in front of two vLLM replicas (molecule/fleet).
+
+The replicas serve vLLM to the gateway only, over mutual TLS; the gateway
+balances across them and routes around one that stops; playbooks/update.yml
+rolls through them while chats go on; playbooks/verify.yml smoke-tests the
+whole path from the controller.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import os
+import ssl
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import testinfra
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "shared"))
+
+import chatui  # noqa: E402  (path set just above)
+import netprobe  # noqa: E402
+
+# Every test here looks at the fleet as a whole, from the gateway's side.
+testinfra_hosts = ["ansible://fleet-gw"]
+
+PROJECT = Path(__file__).resolve().parents[3]
+NODES = ["fleet-node1", "fleet-node2"]
+REPLICA_PORT = 8443
+MODEL = "Qwen3-4B-Instruct-2507"
+USER = "demo"
+
+
+def address_of(host) -> str:
+    addresses = [a for a in host.interface("eth0").addresses if ":" not in a]
+    assert addresses, "no IPv4 address on eth0"
+    return addresses[0]
+
+
+@pytest.fixture(scope="module")
+def gw(host):
+    return host
+
+
+@pytest.fixture(scope="module")
+def nodes():
+    return {name: testinfra.get_host(f"podman://{name}") for name in NODES}
+
+
+@pytest.fixture(scope="module")
+def addresses(gw, nodes):
+    return {"fleet-gw": address_of(gw), **{name: address_of(node) for name, node in nodes.items()}}
+
+
+@pytest.fixture(scope="module")
+def secrets_dir(gw):
+    return Path(gw.ansible("debug", "var=llm_secrets_dir", check=False)["llm_secrets_dir"])
+
+
+@pytest.fixture(scope="module")
+def api(addresses, secrets_dir):
+    """chat(max_tokens, key) -> HTTP status of one completion through the gateway
+    (with the key currently in the secrets store unless one is given)."""
+    context = ssl.create_default_context(cafile=str(secrets_dir / "gateway-ca.crt"))
+
+    def chat(max_tokens=8, timeout=120, key=None):
+        key = key or (secrets_dir / "vllm-api-key").read_text().strip()
+        conn = http.client.HTTPSConnection(addresses["fleet-gw"], 443, context=context, timeout=timeout)
+        try:
+            body = {"model": MODEL, "messages": [{"role": "user", "content": "Hello"}],
+                    "max_tokens": max_tokens, "temperature": 0}
+            conn.request("POST", "/v1/chat/completions", json.dumps(body),
+                         {"Content-Type": "application/json", "Authorization": "Bearer " + key})
+            response = conn.getresponse()
+            payload = response.read()
+            if response.status == 200 and not json.loads(payload)["choices"]:
+                return -1
+            return response.status
+        except OSError as exc:
+            return f"error:{exc.__class__.__name__}"
+        finally:
+            conn.close()
+
+    return chat
+
+
+def replica_lines(nodes) -> dict[str, int]:
+    """Requests each replica's TLS listener has logged so far."""
+    return {name: int(node.check_output("wc -l < /var/log/nginx/replica-access.log || echo 0") or 0)
+            for name, node in nodes.items()}
+
+
+def wait_until_vllm_answers(node, seconds=300):
+    for _ in range(seconds // 3):
+        if node.run("python3 -c %s", "import urllib.request as u; u.urlopen('http://127.0.0.1:8000/health', timeout=2)").rc == 0:
+            return
+        time.sleep(3)
+    raise AssertionError(f"vLLM on {node.backend.hostname} did not come back within {seconds} s")
+
+
+# Runs on the gateway: one request to a replica's TLS listener, checking the
+# replica's certificate against the private CA, with or without the
+# gateway's client certificate. Prints the HTTP status or the TLS error.
+REPLICA_CLIENT = r"""
+import http.client, ssl, sys
+ctx = ssl.create_default_context(cafile="/etc/nginx/tls/internal-ca.crt")
+if sys.argv[3] == "with-cert":
+    ctx.load_cert_chain("/etc/nginx/tls/internal.crt", "/etc/nginx/tls/internal.key")
+conn = http.client.HTTPSConnection(sys.argv[1], int(sys.argv[2]), context=ctx, timeout=10)
+try:
+    conn.request("GET", "/v1/models")
+    print(conn.getresponse().status)
+except ssl.SSLError as exc:
+    print("ssl:" + str(exc.reason))
+"""
+
+
+def test_vllm_stays_on_loopback_and_each_replica_listens_with_tls_on_its_address(nodes, addresses):
+    for name, node in nodes.items():
+        assert node.socket("tcp://127.0.0.1:8000").is_listening, name
+        assert not node.socket("tcp://0.0.0.0:8000").is_listening, name
+        assert node.socket(f"tcp://{addresses[name]}:{REPLICA_PORT}").is_listening, name
+        assert not node.socket("tcp://0.0.0.0:443").is_listening, f"{name} is no gateway"
+
+
+@pytest.mark.parametrize("name", NODES)
+def test_a_replica_answers_the_gateway_only_with_its_client_certificate(gw, addresses, name):
+    def status(mode):
+        return gw.check_output("python3 -c %s %s %s %s", REPLICA_CLIENT, addresses[name], str(REPLICA_PORT), mode)
+
+    # 401: the request went through the listener to vLLM, which wants the key.
+    assert status("with-cert") == "401"
+    # 400: nginx answers a client without a certificate itself.
+    assert status("without-cert") == "400"
+
+
+@pytest.mark.parametrize("name", NODES)
+def test_the_replica_port_is_closed_to_every_host_but_the_gateways(nodes, addresses, name):
+    other = nodes[[n for n in NODES if n != name][0]]
+    assert netprobe.probe_from(other, addresses[name], REPLICA_PORT) == "timeout"
+    # This machine is admin and API client, but no gateway.
+    assert netprobe.probe(addresses[name], REPLICA_PORT) == "timeout"
+
+
+@pytest.mark.parametrize("name", NODES)
+def test_the_firewall_opens_the_replica_port_to_the_gateway_address_only(nodes, addresses, name):
+    rules = nodes[name].check_output("ufw status")
+    allowed = [line for line in rules.splitlines() if line.startswith(f"{REPLICA_PORT}/tcp")]
+    assert allowed and all(addresses["fleet-gw"] in line for line in allowed), rules
+    assert not [line for line in rules.splitlines() if line.startswith("443/tcp")], "a replica opens 443"
+
+
+def test_requests_are_spread_over_both_replicas(api, nodes):
+    before = replica_lines(nodes)
+    statuses = [api() for _ in range(8)]
+    after = replica_lines(nodes)
+    assert statuses == [200] * 8
+    assert all(after[name] > before[name] for name in NODES), (before, after)
+
+
+@contextlib.contextmanager
+def stopped(node, unit):
+    """The unit stopped on the node for the block, started again after it."""
+    node.run_expect([0], "systemctl stop %s", unit)
+    try:
+        yield
+    finally:
+        node.run_expect([0], "systemctl start %s", unit)
+        if unit == "vllm.service":
+            wait_until_vllm_answers(node)
+
+
+def test_api_chats_keep_working_while_a_replicas_vllm_is_stopped(api, nodes):
+    with stopped(nodes["fleet-node1"], "vllm.service"):
+        assert [api() for _ in range(6)] == [200] * 6
+
+
+def test_chainlit_chats_keep_working_while_a_replica_is_unreachable(addresses, secrets_dir, nodes):
+    password = (secrets_dir / f"chainlit-user-{USER}").read_text().strip()
+    with stopped(nodes["fleet-node2"], "nginx.service"):
+        result = chatui.chat(f"https://{addresses['fleet-gw']}", USER, password, ["Hello", "And again"])
+    assert result["login_status"] == 200
+    assert len(result["tokens"]) == 2 and min(result["tokens"]) >= 2, result["tokens"]
+
+
+def ansible_playbook(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "ANSIBLE_ROLES_PATH": str(PROJECT / "roles"), "ANSIBLE_FORCE_COLOR": "false"}
+    return subprocess.run(["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"], *args],
+                          cwd=PROJECT, env=env, capture_output=True, text=True, timeout=1500)
+
+
+def test_verify_playbook_prints_model_context_and_latency():
+    run = ansible_playbook("playbooks/verify.yml")
+    assert run.returncode == 0, run.stdout[-3000:]
+    assert f"model {MODEL}" in run.stdout and "context 2048 tokens" in run.stdout, run.stdout[-3000:]
+    assert " ms" in run.stdout
+
+
+def test_verify_playbook_fails_with_a_wrong_api_key():
+    run = ansible_playbook("playbooks/verify.yml", "-e", "vault_vllm_api_key=not-the-key")
+    assert run.returncode != 0
+
+
+def started(node):
+    return node.check_output("systemctl show -p ActiveEnterTimestampMonotonic --value vllm.service")
+
+
+def test_an_update_stops_at_the_first_failing_host_and_leaves_the_rest_untouched(api, gw, nodes):
+    node2_started = started(nodes["fleet-node2"])
+    node2_unit = nodes["fleet-node2"].file("/etc/systemd/system/vllm.service").content_string
+    # The first replica's TLS listener is down: its update cannot pass the gate.
+    with stopped(nodes["fleet-node1"], "nginx.service"):
+        run = ansible_playbook("playbooks/update.yml", "-e", json.dumps({"vllm_shutdown_timeout": 27}))
+    assert run.returncode != 0, run.stdout[-3000:]
+    recap = run.stdout.rsplit("PLAY RECAP", 1)[1].splitlines()
+    assert "failed=1" in next(line for line in recap if line.startswith("fleet-node1")), recap
+    # The second replica was not touched and serves alone; the failed one
+    # stays out of the pool (the next update or site.yml run puts it back).
+    assert started(nodes["fleet-node2"]) == node2_started
+    assert nodes["fleet-node2"].file("/etc/systemd/system/vllm.service").content_string == node2_unit
+    assert "down; # replica fleet-node1" in gw.file("/etc/nginx/nginx.conf").content_string
+    assert [api() for _ in range(3)] == [200] * 3
+
+
+def test_rolling_update_restarts_each_replica_without_losing_a_request(api, gw, nodes):
+    before = {name: started(node) for name, node in nodes.items()}
+    statuses: list = []
+    done = threading.Event()
+
+    def load():
+        while not done.is_set():
+            statuses.append(api())
+            time.sleep(1)
+
+    worker = threading.Thread(target=load, daemon=True)
+    worker.start()
+    try:
+        # A changed setting restarts vLLM on each replica, as a new pin would.
+        setting = json.dumps({"vllm_shutdown_timeout": 25})
+        run = ansible_playbook("playbooks/update.yml", "-e", setting)
+    finally:
+        done.set()
+        worker.join(timeout=180)
+    assert run.returncode == 0, run.stdout[-4000:]
+    assert all(started(node) != before[name] for name, node in nodes.items()), "a replica was not restarted"
+    assert len(statuses) >= 10 and set(statuses) == {200}, statuses
+    assert " down;" not in gw.file("/etc/nginx/nginx.conf").content_string, "a replica stayed out of the pool"
+    # site.yml with the same settings finds nothing left to do in what the
+    # update touched (the model, vLLM, the gateways' pools, Chainlit).
+    rerun = ansible_playbook("site.yml", "-e", setting, "--tags", "model_staging,vllm,gateway,chainlit")
+    assert rerun.returncode == 0, rerun.stdout[-4000:]
+    recap = rerun.stdout.rsplit("PLAY RECAP", 1)[1].split("\n\n", 1)[0]
+    assert recap.count("changed=0") == 3, recap
+
+
+def test_rotating_the_api_key_refuses_the_old_one_on_every_replica(api, secrets_dir, nodes):
+    old_key = (secrets_dir / "vllm-api-key").read_text().strip()
+    run = ansible_playbook("playbooks/rotate-secrets.yml", "-e", json.dumps({"rotate_secrets": ["vllm_api_key"]}))
+    assert run.returncode == 0, run.stdout[-4000:]
+    new_key = (secrets_dir / "vllm-api-key").read_text().strip()
+    assert new_key != old_key
+    for node in nodes.values():
+        assert old_key not in node.file("/etc/vllm/vllm.env").content_string
+    # Four requests: each replica gets at least one (round robin).
+    assert [api(key=old_key) for _ in range(4)] == [401] * 4
+    assert [api() for _ in range(4)] == [200] * 4
