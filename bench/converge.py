@@ -16,7 +16,7 @@ openssh-server from Debian's mirror and a throwaway key before any timing),
 or through `podman exec` (--transport podman: the Molecule scenarios' way;
 that plugin cannot pipeline, so every task costs several podman processes).
 
-Usage: bench/converge.py [p1|p2|all] [--hosts 8] [--transport ssh|podman] [--keep]
+Usage: bench/converge.py [p1|p2|all] [--hosts 8] [--transport ssh|podman] [--keep] [--reuse]
 """
 
 from __future__ import annotations
@@ -40,8 +40,8 @@ def podman(*args: str, check: bool = True) -> str:
     return subprocess.run(["podman", *args], check=check, capture_output=True, text=True).stdout.strip()
 
 
-def create_hosts(names: list[str], workdir: Path, transport: str) -> None:
-    for name in names:
+def create_hosts(names: list[str], workdir: Path, transport: str, reuse: bool = False) -> None:
+    for name in [] if reuse else names:
         podman("rm", "-f", "--time", "5", name, check=False)
         podman("run", "-d", "--name", name, "--hostname", name, "--systemd=always", "--cap-add", "NET_ADMIN",
                "--shm-size=1g", "-v", "/etc/ssl/certs/ca-certificates.crt:/etc/ssl/host-ca.crt:ro",
@@ -87,14 +87,15 @@ def inventory(workdir: Path, names: list[str], transport: str) -> str:
     return str(inv / "hosts.yml")
 
 
-def run(inv: str, label: str, skip_tags: str | None = None) -> dict:
+def run(inv: str, label: str, skip_tags: str | None = None, limit: str | None = None) -> dict:
     envvars = {"ANSIBLE_SKIP_TAGS": skip_tags} if skip_tags else {}
-    summary = run_playbook("site.yml", inv, envvars=envvars)
+    summary = run_playbook("site.yml", inv, envvars=envvars, limit=limit)
     totals = summary["totals"]
     print(f"  {label:34s} {summary['duration_s']:8.1f} s   hosts={len(summary['hosts'])} "
           f"changed={totals['changed']} failed={totals['failed'] + totals['unreachable']}", flush=True)
     if summary["rc"] != 0:
-        sys.exit(f"{label}: site.yml failed (status {summary['status']})")
+        sys.exit(f"{label}: site.yml failed (status {summary['status']}): "
+                 + "; ".join(summary.get("failed_tasks", [])))
     return summary
 
 
@@ -119,16 +120,17 @@ def p1(workdir: Path, keep: bool, transport: str) -> None:
                 podman("rm", "-f", "--time", "5", name, check=False)
 
 
-def p2(workdir: Path, count: int, keep: bool, transport: str) -> None:
+def p2(workdir: Path, count: int, keep: bool, transport: str, reuse: bool = False) -> None:
     print(f"P2: no-op re-run on {count} sandbox hosts vs 1 (every role but vLLM: --skip-tags vllm), over {transport}")
+    print("  (the hosts form one fleet: all are vLLM hosts and gateways; the single-host run is the same"
+          " inventory with --limit)")
     names = [f"bench-{i}" for i in range(1, count + 1)]
-    create_hosts(names, workdir, transport)
+    create_hosts(names, workdir, transport, reuse)
     try:
-        inv_all = inventory(workdir / "p2-all", names, transport)
-        inv_one = inventory(workdir / "p2-one", names[:1], transport)
-        run(inv_all, f"converge {count} hosts", "vllm")
-        one = run(inv_one, "no-op re-run, 1 host", "vllm")
-        many = run(inv_all, f"no-op re-run, {count} hosts", "vllm")
+        inv = inventory(workdir / "p2", names, transport)
+        run(inv, f"{'settle' if reuse else 'converge'} {count} hosts", "vllm")
+        one = run(inv, "no-op re-run, 1 host (--limit)", "vllm", limit=names[0])
+        many = run(inv, f"no-op re-run, {count} hosts", "vllm")
         print(f"  {count} hosts / 1 host = {many['duration_s'] / one['duration_s']:.2f}  (goal <= 1.5)")
     finally:
         if not keep:
@@ -143,6 +145,8 @@ def main() -> int:
     parser.add_argument("--transport", choices=["ssh", "podman"], default="ssh",
                         help="how Ansible reaches the containers (default: ssh, as on real hosts)")
     parser.add_argument("--keep", action="store_true", help="keep the containers afterwards")
+    parser.add_argument("--reuse", action="store_true",
+                        help="P2 on bench-N containers kept from an earlier run (--keep): no create, no fresh converge")
     args = parser.parse_args()
     os.environ.setdefault("CONTAINERS_CONF", str(PROJECT / "sandbox" / "containers.conf"))
     workdir = Path(tempfile.mkdtemp(prefix="llm-bench-"))
@@ -150,7 +154,7 @@ def main() -> int:
         if args.which in ("p1", "all"):
             p1(workdir, args.keep, args.transport)
         if args.which in ("p2", "all"):
-            p2(workdir, args.hosts, args.keep, args.transport)
+            p2(workdir, args.hosts, args.keep, args.transport, args.reuse)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     return 0

@@ -23,6 +23,10 @@ from pathlib import Path
 PROJECT = Path(__file__).resolve().parent.parent
 SCENARIOS = ["default", "fleet", "vm"]
 MOLECULE_SEQUENCE = ["destroy", "syntax", "create", "prepare", "converge", "idempotence", "verify"]
+# fleet's tests re-run site.yml after a rolling update and require changed=0
+# on every host; a separate idempotence step would only repeat that (and
+# cost CI minutes it does not have).
+SKIPPED_STEPS = {"fleet": {"idempotence"}}
 
 
 class Run:
@@ -86,7 +90,7 @@ def main() -> int:
 
     for scenario in [] if args.no_molecule else args.scenario or SCENARIOS:
         try:
-            for action in MOLECULE_SEQUENCE:
+            for action in [a for a in MOLECULE_SEQUENCE if a not in SKIPPED_STEPS.get(scenario, set())]:
                 if not run.step(f"molecule {scenario}: {action}",
                                 ["molecule", action, "-s", scenario], env,
                                 log=f"molecule-{scenario}-{action}.log"):

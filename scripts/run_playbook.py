@@ -2,8 +2,9 @@
 """Run a playbook of this project through ansible-runner and print a JSON summary.
 
 The summary: playbook, inventory, status, rc, duration (s), per-host counts
-(ok, changed, failed, unreachable, skipped), totals, and wall time per role
-(tasks outside any role count under "(play)"). The benchmarks under bench/
+(ok, changed, failed, unreachable, skipped), totals, wall time per role
+(tasks outside any role count under "(play)"), and "host: task" for each
+failed or unreachable task (names only, never messages). The benchmarks under bench/
 import `run_playbook` from here.
 
 Usage: scripts/run_playbook.py [-i INVENTORY] [-e NAME=VALUE ...] [--limit HOSTS]
@@ -27,6 +28,17 @@ import ansible_runner
 
 PROJECT = Path(__file__).resolve().parent.parent
 STATS = {"ok": "ok", "changed": "changed", "failures": "failed", "dark": "unreachable", "skipped": "skipped"}
+
+
+def _failed_tasks(events: list[dict]) -> list[str]:
+    """"host: task" for each task that failed (errors not ignored) or could not
+    reach its host. Names only: a task's message may carry data."""
+    failed = []
+    for event in events:
+        data = event.get("event_data", {})
+        if event.get("event") in ("runner_on_failed", "runner_on_unreachable") and not data.get("ignore_errors"):
+            failed.append(f"{data.get('host')}: {data.get('task')}")
+    return failed
 
 
 def _role_times(events: list[dict]) -> dict[str, float]:
@@ -72,10 +84,12 @@ def run_playbook(playbook: str = "site.yml", inventory: str = "inventory/sandbox
         for host in stats.get("processed") or {}:
             hosts.setdefault(host, {v: 0 for v in STATS.values()})
         totals = {label: sum(h[label] for h in hosts.values()) for label in STATS.values()}
+        events = list(runner.events)
         return {
             "playbook": playbook, "inventory": inventory, "check": check,
             "status": runner.status, "rc": runner.rc, "duration_s": round(duration, 2),
-            "hosts": hosts, "totals": totals, "role_time_s": _role_times(list(runner.events)),
+            "hosts": hosts, "totals": totals, "role_time_s": _role_times(events),
+            "failed_tasks": _failed_tasks(events),
         }
     finally:
         shutil.rmtree(private, ignore_errors=True)

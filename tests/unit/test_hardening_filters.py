@@ -214,3 +214,16 @@ def test_upgrade_blacklist_patterns_match_only_their_package():
     assert re.match(blacklist[0], "libc6.1")
     assert not re.match(blacklist[0], "libc6x1")
     assert not re.match(blacklist[0], "libc6.1-dev")
+
+
+def test_driver_blacklist_fallback_is_the_nvidia_driver_roles_default():
+    # The hardening play does not see the nvidia_driver role's defaults (another
+    # play): its fallback list must be the same, and name the same variable.
+    import yaml
+
+    driver = yaml.safe_load((PROJECT / "roles" / "nvidia_driver" / "defaults" / "main.yml").read_text())
+    text = (PROJECT / "roles" / "hardening" / "defaults" / "main.yml").read_text()
+    expression = yaml.safe_load(text)["hardening_unattended_upgrades_blacklist"]
+    assert "nvidia_driver_unattended_upgrades_blacklist" in expression
+    fallback = re.search(r"default\((\[.*?\])\)", expression, re.S).group(1)
+    assert yaml.safe_load(fallback) == driver["nvidia_driver_unattended_upgrades_blacklist"]

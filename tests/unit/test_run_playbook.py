@@ -49,6 +49,7 @@ def test_summary_counts_ok_and_changed_per_host(workdir):
     assert summary["totals"]["changed"] == 1
     assert summary["duration_s"] > 0
     assert set(summary["role_time_s"]) == {"(play)"}
+    assert summary["failed_tasks"] == []
 
 
 def test_cli_prints_json_and_fails_when_a_host_fails(workdir):
@@ -59,6 +60,7 @@ def test_cli_prints_json_and_fails_when_a_host_fails(workdir):
     summary = json.loads(proc.stdout)
     assert summary["status"] == "failed"
     assert summary["hosts"]["box"]["failed"] == 1
+    assert summary["failed_tasks"] == ["box: Change something"]
 
 
 def test_role_time_splits_wall_time_between_tasks_of_each_role():

@@ -203,6 +203,15 @@ def test_unit_is_sandboxed_to_exposure_two_or_less(host):
     assert exposure <= 2.0, out[-3000:]
 
 
+def test_chainlit_can_write_no_core_file(host):
+    # The unit's own LimitCORE=0 (not only a host-wide default), live on the
+    # running process: a crash leaves the chats in its memory off the disk.
+    assert re.search(r"^LimitCORE=0$", host.check_output("systemctl cat chainlit.service"), re.M)
+    pid = host.check_output("systemctl show -p MainPID --value chainlit.service")
+    limit = re.search(r"^Max core file size\s+(\S+)\s+(\S+)", host.file(f"/proc/{pid}/limits").content_string, re.M)
+    assert limit and limit.groups() == ("0", "0"), limit and limit.groups()
+
+
 def test_service_restarts_after_it_is_killed(host):
     before = host.check_output("systemctl show -p MainPID --value chainlit.service")
     host.run("kill -9 %s", before)

@@ -8,7 +8,9 @@ Then the privacy canary: the unique string sent through the UI and through
 the API is searched for on the whole filesystem of the host (outside the
 model volume, /srv/models, which is the encrypted volume on real hosts) and
 in the journal: 0 hits. The canary never appears on a command line or in a
-file of the test's own making on the host: the search gets it encoded on stdin."""
+file of the test's own making on the host: the search gets it encoded on stdin.
+Once sent, the canary is handed on, encoded, to the hardening suite
+(molecule/shared/privacy.py), which searches swap and crash files for it."""
 
 from __future__ import annotations
 
@@ -23,6 +25,8 @@ from urllib.parse import urlsplit
 
 import pytest
 from testinfra.modules.ansible import AnsibleException
+
+import privacy  # molecule/shared, put on sys.path by conftest.py
 
 testinfra_hosts = ["gateways"]
 
@@ -98,6 +102,7 @@ def session(origin, password):
         page.click("#chat-input")
         page.keyboard.type(f"Please repeat this: {CANARY}")
         page.keyboard.press("Enter")
+        privacy.export_canary(CANARY)  # now on the host: test_hardening.py looks for it too
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and not any("stream_end" in f or "update_message" in f
                                                       for f in seen["frames"]):

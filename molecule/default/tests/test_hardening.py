@@ -8,7 +8,10 @@ or login can write a core file (limits, systemd-coredump), the journal is
 persistent and bounded, unattended-upgrades takes security updates only and
 never the NVIDIA driver or a held package, the login settings, banner and
 module blacklist, and that nothing the crash tests put in memory reaches a
-crash file.
+crash file. The privacy canary the chat test sent through the service
+(test_chat_browser.py, earlier in the same run) is searched for in swap and
+crash files too; run alone, this suite sends a canary of its own to vLLM
+first, so the search always has something real to look for.
 """
 
 from __future__ import annotations
@@ -23,8 +26,26 @@ import privacy  # molecule/shared, put on sys.path by conftest.py
 
 testinfra_hosts = ["llm_servers"]
 
+# Module arguments (a canary on stdin) stay out of the host's journal.
+os.environ["ANSIBLE_NO_TARGET_SYSLOG"] = "True"
+
 # A marker that only ever exists in the memory of the crashing test process.
 CANARY = "hardening-canary-" + secrets.token_hex(12)
+
+# Runs on the host: one chat completion from vLLM with the canary (read
+# encoded from stdin) in the prompt; prints the HTTP status. The API key is
+# read there from the root-only environment file.
+SEND_TO_VLLM = r"""
+import json, sys, urllib.request
+canary = bytes.fromhex(sys.stdin.read().strip()).decode()[::-1]
+key = next(line.split("=", 1)[1].strip() for line in open("/etc/vllm/vllm.env") if line.startswith("VLLM_API_KEY="))
+body = json.dumps({"model": "Qwen3-4B-Instruct-2507", "max_tokens": 8,
+                   "messages": [{"role": "user", "content": "Remember " + canary}]}).encode()
+request = urllib.request.Request("http://127.0.0.1:8000/v1/chat/completions", data=body, headers={
+    "Content-Type": "application/json", "Authorization": "Bearer " + key})
+with urllib.request.urlopen(request, timeout=120) as response:
+    print(response.status)
+"""
 
 
 @pytest.fixture(scope="module")
@@ -86,11 +107,21 @@ def test_no_crash_file_anywhere_holds_the_canary(host, crash_dir):
     assert not any(privacy.canary_hits(host, CANARY).values())
 
 
-def test_privacy_canary_from_chat_is_not_in_swap_or_crash_files(host):
-    canary = os.environ.get("LLM_PRIVACY_CANARY")
-    if not canary:
-        pytest.skip("LLM_PRIVACY_CANARY not set (the chat test sets it)")
-    hits = privacy.canary_hits(host, canary)
+@pytest.fixture(scope="module")
+def chat_canary(host):
+    """The canary the chat test sent through the gateway, Chainlit and vLLM
+    in this run; without it (this suite run alone), a new one sent to vLLM now."""
+    canary = privacy.exported_canary()
+    if canary:
+        return canary
+    canary = "privacy-canary-" + secrets.token_hex(16)
+    result = host.run("printf '%%s' %s | python3 -c %s", privacy.encode(canary), SEND_TO_VLLM)
+    assert result.rc == 0 and result.stdout.strip() == "200", result.stderr[-500:]
+    return canary
+
+
+def test_privacy_canary_from_chat_is_not_in_swap_or_crash_files(host, chat_canary):
+    hits = privacy.canary_hits(host, chat_canary)
     assert not any(hits.values()), hits
 
 
@@ -110,15 +141,41 @@ def test_journal_is_persistent_and_bounded(host):
 # --- unattended upgrades ------------------------------------------------------------------
 
 
-def test_unattended_upgrades_take_only_the_security_archive(host):
-    out = host.check_output("timeout 300 unattended-upgrade --dry-run --debug 2>&1 | head -n 6")
-    origins = re.search(r"^Allowed origins are: (.*)$", out, re.M).group(1).split(", ")
+# Runs on the host: unattended-upgrade's own account of the origins and the
+# blacklist it works with, the first lines of a dry run. The run is stopped
+# there: the rest, a full upgrade simulation, takes a minute and says no more.
+# While the daily apt job holds unattended-upgrade's lock, wait for it.
+UPGRADE_HEAD = r"""
+import os, subprocess, time
+for attempt in range(40):
+    run = subprocess.Popen(["unattended-upgrade", "--dry-run", "--debug"], stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    head = []
+    for line in run.stdout:
+        head.append(line)
+        if line.startswith("Initial whitelist"):
+            break
+    run.kill()
+    run.wait()
+    if not any("Lock file is already taken" in line for line in head):
+        break
+    time.sleep(10)
+print("".join(head), end="")
+"""
+
+
+@pytest.fixture(scope="module")
+def upgrade_head(host):
+    return host.check_output("timeout 600 python3 -c %s", UPGRADE_HEAD)
+
+
+def test_unattended_upgrades_take_only_the_security_archive(upgrade_head):
+    origins = re.search(r"^Allowed origins are: (.*)$", upgrade_head, re.M).group(1).split(", ")
     assert origins and all("label=Debian-Security" in origin for origin in origins), origins
 
 
-def test_unattended_upgrades_never_touch_the_driver_or_held_packages(host):
-    out = host.check_output("timeout 300 unattended-upgrade --dry-run --debug 2>&1 | head -n 6")
-    blacklist = re.search(r"^Initial blacklist: (.*)$", out, re.M).group(1).split()
+def test_unattended_upgrades_never_touch_the_driver_or_held_packages(host, upgrade_head):
+    blacklist = re.search(r"^Initial blacklist: (.*)$", upgrade_head, re.M).group(1).split()
     for pattern in ("^nvidia-", "^libnvidia-", "^libcuda", "^firmware-nvidia-"):
         assert pattern in blacklist
     held = host.check_output("apt-mark showhold").split()

@@ -237,6 +237,18 @@ def test_vllm_sandbox_exposure_is_at_most_2(host):
     assert float(match.group(1)) <= 2.0, out
 
 
+def test_vllm_processes_can_write_no_core_file(host):
+    # The unit's own LimitCORE=0 (not only a host-wide default), and every
+    # process of the service (API server and engine) runs with it: a crash
+    # leaves the prompts in its memory off the disk.
+    assert re.search(r"^LimitCORE=0$", host.file(UNIT_FILE).content_string, re.M)
+    pids = host.check_output("ps -eo pid=,unit= | awk '$2 == \"vllm.service\" {print $1}'").split()
+    assert len(pids) >= 2, pids  # the API server and its engine core
+    for pid in pids:
+        limit = re.search(r"^Max core file size\s+(\S+)\s+(\S+)", host.file(f"/proc/{pid}/limits").content_string, re.M)
+        assert limit and limit.groups() == ("0", "0"), (pid, limit and limit.groups())
+
+
 def test_vllm_compile_cache_is_on_persistent_storage(host):
     cache = host.file("/var/cache/vllm")
     assert cache.is_directory and cache.user == "vllm" and cache.mode == 0o700

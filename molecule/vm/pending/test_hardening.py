@@ -10,8 +10,10 @@ fresh connection after the hardening still gets in. Lynis rates the host.
 
 Changes a test makes are undone by the test (encrypted swap, a test user, a
 refused lock-out); one reboot is shared by the tests that look at the host
-after it; Lynis runs last among the tests on the host (LLM_LYNIS=0 skips it:
-~10-25 min under emulation).
+after it; Lynis runs once, last, and its report serves every Lynis test
+(LLM_LYNIS=0 skips them). The chat canary of the `default` scenario is not
+searched for here: no chat service runs on this VM, so it could not be found;
+this suite's own canary, held by the processes it crashes, is.
 """
 
 from __future__ import annotations
@@ -116,14 +118,6 @@ def test_no_swap_or_crash_file_holds_what_the_crashed_processes_held(host):
     assert not any(hits.values()), hits
 
 
-def test_privacy_canary_from_chat_is_not_in_swap_or_crash_files(host):
-    canary = os.environ.get("LLM_PRIVACY_CANARY")
-    if not canary:
-        pytest.skip("LLM_PRIVACY_CANARY not set (the chat test sets it)")
-    hits = privacy.canary_hits(host, canary)
-    assert not any(hits.values()), hits
-
-
 # --- swap --------------------------------------------------------------------------------------
 
 
@@ -212,10 +206,20 @@ def _touch_watched_paths(host) -> tuple[str, str]:
 
 
 def test_changes_to_the_key_and_the_models_are_audited(host):
+    assert re.search(r"^enabled 1$", host.check_output("auditctl -s"), re.M)
     since, name = _touch_watched_paths(host)
     assert audit_events(host, "llm-volume-key", since, name) > 0
     assert audit_events(host, "llm-volume-key", since, "llm-models.key") > 0  # the chmod
     assert audit_events(host, "llm-models", since, name) > 0
+
+
+def test_auditing_stays_on_when_journald_restarts(host):
+    # Debian's journald turns kernel auditing off whenever it starts, unless
+    # told otherwise (Audit=yes): a systemd upgrade would silence auditd.
+    host.run_expect([0], "systemctl restart systemd-journald.service")
+    assert re.search(r"^enabled 1$", host.check_output("auditctl -s"), re.M)
+    since, name = _touch_watched_paths(host)
+    assert audit_events(host, "llm-volume-key", since, name) > 0
 
 
 # --- SSH ----------------------------------------------------------------------------------------
@@ -296,8 +300,9 @@ def test_settings_that_would_lock_out_the_play_are_rolled_back_unloaded(host, ru
     playbook.write_text(yaml.safe_dump(play, sort_keys=False))
     try:
         result = run_playbook(str(playbook), expect_rc=2)
-        out = " ".join(result.stdout.split())
-        assert "The new SSH settings would lock out root" in out, result.stdout[-3000:]
+        # Molecule's ansible.cfg sends failures to stderr (display_failed_stderr).
+        out = " ".join((result.stdout + result.stderr).split())
+        assert "The new SSH settings would lock out root" in out, (result.stdout + result.stderr)[-3000:]
         assert "AllowGroups ssh-lockout-test includes no group of root" in out
         assert host.file(dropin).content_string == before
         assert "allowgroups ssh-admins" in host.check_output("sshd -T")
@@ -338,12 +343,96 @@ def test_sshd_still_hardened_after_a_reboot(vm_instance, rebooted):
 
 # --- Lynis --------------------------------------------------------------------------------------
 
+# Lynis is a shell script that starts some 25,000 short processes per audit
+# (counted by process accounting): a `date` for each of its ~5,400 log lines,
+# an `expr` for each of the ~1,500 binaries its Debian plugin lists, grep,
+# sed and awk in every test. Under TCG each start of a dynamically linked
+# program costs 40-70 ms, and about half as much without address space
+# randomisation (likely because ld.so and libc then sit at the same addresses
+# in every process and QEMU reuses its translations). Lynis and its children run
+# without it (`setarch -R`, a personality flag of that process tree only;
+# the kernel setting Lynis checks, kernel.randomize_va_space, stays 2):
+# measured on one VM, 372 s instead of 720 s, and the same report.
+LYNIS_COMMAND = "setarch \"$(uname -m)\" --addr-no-randomize lynis audit system --quick --no-colors"
 
-@pytest.mark.skipif(os.environ.get("LLM_LYNIS", "1") == "0", reason="LLM_LYNIS=0: Lynis audit skipped")
-def test_lynis_hardening_index_is_at_least_80(host):
-    host.run_expect([0], "DEBIAN_FRONTEND=noninteractive apt-get install --yes --quiet lynis")
-    host.run_expect([0], "timeout 3000 lynis audit system --quick --no-colors > /var/log/lynis-run.txt 2>&1")
+# Lynis tests skipped because they cost time and count for nothing in the
+# hardening index (no hardening points, no warning):
+#   CRYP-7902 looks for expired certificates outside packages; it runs
+#   `dpkg -S` (which reads the whole package database) and a dozen more
+#   processes for each of the 143 files of Debian's ca-certificates, and then
+#   skips every one as packaged (130 s under TCG). It can only ever suggest,
+#   never warn or score.
+LYNIS_SKIPPED_TESTS = {"CRYP-7902"}
+
+# Warnings that stay on the hardened VM, each with its reason (the role's
+# README lists them with the suggestions it leaves).
+LYNIS_EXPECTED_WARNINGS = {
+    "PKGS-7392": "security updates newer than the test image: unattended-upgrades installs them on its next "
+                 "daily run (a converge does not upgrade)",
+}
+
+lynis_enabled = pytest.mark.skipif(os.environ.get("LLM_LYNIS", "1") == "0", reason="LLM_LYNIS=0: Lynis audit skipped")
+
+# Runs on the host: for each test ID given, whether its code in Lynis' own
+# test files can add hardening points (AddHP) or warnings (ReportWarning).
+LYNIS_TEST_EFFECTS = r"""
+import glob, re, sys
+blocks = {}
+for path in glob.glob("/usr/share/lynis/include/tests_*"):
+    for block in re.split(r"(?=Register --test-no )", open(path, errors="replace").read())[1:]:
+        blocks[block.split()[2]] = block
+for test in " ".join(sys.argv[1:]).split():
+    block = blocks.get(test)
+    print(test, "missing" if block is None else ("AddHP" in block, "ReportWarning" in block))
+"""
+
+
+@pytest.fixture(scope="module")
+def lynis(host):
+    """One `lynis audit system` of the hardened host; its report serves every
+    Lynis test. Report and log are kept in $LLM_TEST_REPORTS when set."""
+    host.run_expect([0], "dpkg-query -W -f '${Status}' lynis | grep -q 'ok installed' || "
+                         "DEBIAN_FRONTEND=noninteractive apt-get install --yes --quiet lynis")
+    profile = host.check_output("mktemp --suffix .prf /root/lynis-skip.XXXXXX")
+    host.run_expect([0], "printf %%s %s > %s", "".join(f"skip-test={test}\n" for test in sorted(LYNIS_SKIPPED_TESTS)),
+                    profile)
+    start = time.monotonic()
+    try:
+        host.run_expect([0], f"timeout 3000 {LYNIS_COMMAND} --profile %s > /var/log/lynis-run.txt 2>&1", profile)
+    finally:
+        host.run("rm -f %s", profile)
+    seconds = time.monotonic() - start
     report = host.file("/var/log/lynis-report.dat").content_string
-    index = int(re.search(r"^hardening_index=(\d+)$", report, re.M).group(1))
-    warnings = re.findall(r"^warning\[\]=(.*)$", report, re.M)
-    assert index >= LYNIS_MIN_INDEX, f"Lynis hardening index {index}; warnings: {warnings}"
+    reports = os.environ.get("LLM_TEST_REPORTS")
+    if reports:
+        Path(reports, "lynis-vm-report.dat").write_text(report)
+        Path(reports, "lynis-vm.log").write_text(host.file("/var/log/lynis.log").content_string)
+        Path(reports, "lynis-vm-seconds.txt").write_text(f"{seconds:.0f}\n")
+    skipped = re.search(r"^tests_skipped=(.*)$", report, re.M)
+    return {
+        "index": int(re.search(r"^hardening_index=(\d+)$", report, re.M).group(1)),
+        "warnings": re.findall(r"^warning\[\]=(.*)$", report, re.M),
+        "skipped": set(filter(None, skipped.group(1).split("|"))) if skipped else set(),
+        "slow": re.findall(r"^slow_test\[\]=(.*)$", report, re.M),
+        "seconds": seconds,
+    }
+
+
+@lynis_enabled
+def test_lynis_hardening_index_is_at_least_80(lynis):
+    assert lynis["index"] >= LYNIS_MIN_INDEX, f"Lynis hardening index {lynis['index']}; warnings: {lynis['warnings']}"
+
+
+@lynis_enabled
+def test_lynis_warns_only_about_what_is_known_to_stay(lynis):
+    unexpected = [w for w in lynis["warnings"] if w.split("|")[0] not in LYNIS_EXPECTED_WARNINGS]
+    assert unexpected == [], unexpected
+
+
+@lynis_enabled
+def test_lynis_skips_only_tests_that_count_for_nothing(host, lynis):
+    # The skipped tests were skipped, and this Lynis' own code for them can
+    # neither add hardening points nor warn: the index is what a full run gives.
+    assert LYNIS_SKIPPED_TESTS <= lynis["skipped"], lynis["skipped"]
+    effects = host.check_output("python3 -c %s %s", LYNIS_TEST_EFFECTS, " ".join(sorted(LYNIS_SKIPPED_TESTS)))
+    assert effects.splitlines() == [f"{test} (False, False)" for test in sorted(LYNIS_SKIPPED_TESTS)], effects
