@@ -35,6 +35,7 @@ NODES = ["fleet-node1", "fleet-node2"]
 REPLICA_PORT = 8443
 MODEL = "Qwen3-4B-Instruct-2507"
 USER = "demo"
+BODY_DELAY = 0.3  # seconds between a request's headers and its body
 
 
 def address_of(host) -> str:
@@ -73,10 +74,18 @@ def api(addresses, secrets_dir):
         key = key or (secrets_dir / "vllm-api-key").read_text().strip()
         conn = http.client.HTTPSConnection(addresses["fleet-gw"], 443, context=context, timeout=timeout)
         try:
-            body = {"model": MODEL, "messages": [{"role": "user", "content": "Hello"}],
-                    "max_tokens": max_tokens, "temperature": 0}
-            conn.request("POST", "/v1/chat/completions", json.dumps(body),
-                         {"Content-Type": "application/json", "Authorization": "Bearer " + key})
+            body = json.dumps({"model": MODEL, "messages": [{"role": "user", "content": "Hello"}],
+                               "max_tokens": max_tokens, "temperature": 0}).encode()
+            conn.putrequest("POST", "/v1/chat/completions")
+            conn.putheader("Content-Type", "application/json")
+            conn.putheader("Authorization", "Bearer " + key)
+            conn.putheader("Content-Length", str(len(body)))
+            conn.endheaders()
+            # The body follows the headers a moment later, as it may from any
+            # client: the gateway has started on the request before it has
+            # the body, and must still be able to resend it to another replica.
+            time.sleep(BODY_DELAY)
+            conn.send(body)
             response = conn.getresponse()
             payload = response.read()
             if response.status == 200 and not json.loads(payload)["choices"]:
