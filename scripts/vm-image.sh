@@ -33,6 +33,11 @@ PACKAGES=(
   # debootstrap does not resolve virtual packages: python3-cryptography needs
   # python3-cffi-backend-api-{min,max}, provided by:
   python3-cffi-backend
+  # The hardening role's packages, kernel ones included (a VM has its own
+  # kernel), and Lynis for the audit test: baked in so a converge under TCG
+  # does not download and unpack them. The role still installs them on real hosts.
+  auditd apparmor acct unattended-upgrades needrestart debsums apt-listchanges
+  libpam-tmpdir libpam-pwquality lynis
 )
 
 SELF="$(readlink -f "${BASH_SOURCE[0]}")"
