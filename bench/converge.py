@@ -74,7 +74,10 @@ def inventory(workdir: Path, names: list[str], transport: str) -> str:
         hosts = "".join(f"        {n}:\n          ansible_host: {address(n)}\n" for n in names)
         connection = ("    ansible_connection: ssh\n    ansible_user: root\n"
                       f"    ansible_ssh_private_key_file: {workdir.parent / 'bench-key'}\n"
-                      "    ansible_ssh_common_args: -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null\n")
+                      "    ansible_ssh_common_args: -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null\n"
+                      # Eight SSH handshakes at once on two busy cores can take longer than
+                      # Ansible's default 10 s; a slow start is timed, not failed.
+                      "    ansible_ssh_timeout: 30\n")
     else:
         hosts = "".join(f"        {n}:\n" for n in names)
         connection = "    ansible_connection: containers.podman.podman\n"

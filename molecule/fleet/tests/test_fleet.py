@@ -12,6 +12,7 @@ import contextlib
 import http.client
 import json
 import os
+import re
 import ssl
 import subprocess
 import sys
@@ -163,6 +164,26 @@ def test_the_firewall_opens_the_replica_port_to_the_gateway_address_only(nodes, 
     allowed = [line for line in rules.splitlines() if line.startswith(f"{REPLICA_PORT}/tcp")]
     assert allowed and all(addresses["fleet-gw"] in line for line in allowed), rules
     assert not [line for line in rules.splitlines() if line.startswith("443/tcp")], "a replica opens 443"
+
+
+def test_a_replica_drops_the_rule_of_a_gateway_no_longer_in_the_inventory(nodes, addresses):
+    node = nodes["fleet-node2"]
+    old_gateway, own = "192.0.2.50", "from 192.0.2.51 to any port 9100 proto tcp"
+    node.run_expect([0], "ufw allow from %s to any port %s proto tcp comment 'llm: vllm replica from gateway'",
+                    old_gateway, str(REPLICA_PORT))
+    node.run_expect([0], f"ufw allow {own} comment 'node exporter'")
+    try:
+        run = ansible_playbook("site.yml", "--tags", "firewall", "--limit", "fleet-node2")
+        assert run.returncode == 0, run.stdout[-3000:]
+        # One change: the stale rule deleted; nothing re-added.
+        assert re.search(r"^fleet-node2\s*:.*\bchanged=1\b", run.stdout, re.M), run.stdout[-3000:]
+        rules = node.check_output("ufw show added")
+        assert old_gateway not in rules
+        assert f"ufw allow {own} comment 'node exporter'" in rules
+        assert f"from {addresses['fleet-gw']} to any port {REPLICA_PORT} proto tcp" in rules
+    finally:
+        node.run(f"ufw delete allow {own}")
+        node.run("ufw delete allow from %s to any port %s proto tcp", old_gateway, str(REPLICA_PORT))
 
 
 def test_requests_are_spread_over_both_replicas(api, nodes):
