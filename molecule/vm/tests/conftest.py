@@ -82,7 +82,7 @@ def run_playbook(request):
         if extra_vars:
             cmd += ["-e", json.dumps(extra_vars)]
         result = subprocess.run(cmd, cwd=PROJECT, capture_output=True, text=True, check=False,
-                                env={**os.environ, "ANSIBLE_NOCOLOR": "1"})
+                                env={**os.environ, "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "false"})
         assert result.returncode == expect_rc, result.stdout[-4000:] + result.stderr[-2000:]
         return result
 
