@@ -8,6 +8,12 @@ scripts/run_playbook.py); prints its figures, asserts nothing.
       role but vLLM's (`--skip-tags vllm`: eight CPU vLLM installs do not fit
       this 2-core machine); the figure says so.
 
+Each run also prints where the CPU went: the controller's share (ansible-playbook
+and its workers, from their resource usage) and the rest of the machine's busy
+time (the hosts' modules and sshd, ssh, podman; from /proc/stat, so run it on
+an otherwise quiet machine). In the sandbox the hosts share the controller's
+cores; on a real site they do not.
+
 Hosts are podman containers from the sandbox image, named bench-N, created
 fresh and removed afterwards; secrets land in a temporary folder. Ansible
 reaches them over SSH (--transport ssh, the default: what real hosts use,
@@ -23,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -90,12 +97,30 @@ def inventory(workdir: Path, names: list[str], transport: str) -> str:
     return str(inv / "hosts.yml")
 
 
+def cpu_seconds() -> tuple[float, float]:
+    """(CPU seconds of this bench's finished child processes, i.e. ansible-playbook
+    and its workers; CPU seconds the whole machine has been busy)."""
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    with open("/proc/stat", encoding="ascii") as stat:
+        ticks = [int(x) for x in stat.readline().split()[1:8]]
+    busy = sum(ticks) - ticks[3] - ticks[4]  # all but idle and iowait
+    return children.ru_utime + children.ru_stime, busy / os.sysconf("SC_CLK_TCK")
+
+
 def run(inv: str, label: str, skip_tags: str | None = None, limit: str | None = None) -> dict:
     envvars = {"ANSIBLE_SKIP_TAGS": skip_tags} if skip_tags else {}
+    before = cpu_seconds()
     summary = run_playbook("site.yml", inv, envvars=envvars, limit=limit)
+    after = cpu_seconds()
+    # The controller's share, and the rest: the hosts' modules and sshd, the ssh
+    # connections, podman (all on this machine's cores in the sandbox).
+    summary["controller_cpu_s"] = after[0] - before[0]
+    summary["hosts_cpu_s"] = max(0.0, (after[1] - before[1]) - summary["controller_cpu_s"])
     totals = summary["totals"]
     print(f"  {label:34s} {summary['duration_s']:8.1f} s   hosts={len(summary['hosts'])} "
-          f"changed={totals['changed']} failed={totals['failed'] + totals['unreachable']}", flush=True)
+          f"changed={totals['changed']} failed={totals['failed'] + totals['unreachable']}   "
+          f"CPU: controller {summary['controller_cpu_s']:.0f} s, hosts and the rest {summary['hosts_cpu_s']:.0f} s",
+          flush=True)
     if summary["rc"] != 0:
         sys.exit(f"{label}: site.yml failed (status {summary['status']}): "
                  + "; ".join(summary.get("failed_tasks", [])))
@@ -135,6 +160,10 @@ def p2(workdir: Path, count: int, keep: bool, transport: str, reuse: bool = Fals
         one = run(inv, "no-op re-run, 1 host (--limit)", "vllm", limit=names[0])
         many = run(inv, f"no-op re-run, {count} hosts", "vllm")
         print(f"  {count} hosts / 1 host = {many['duration_s'] / one['duration_s']:.2f}  (goal <= 1.5)")
+        print(f"  controller CPU {count} hosts / 1 host = {many['controller_cpu_s'] / one['controller_cpu_s']:.2f}; "
+              f"CPU of the whole machine {count} hosts / 1 host = "
+              f"{(many['controller_cpu_s'] + many['hosts_cpu_s']) / (one['controller_cpu_s'] + one['hosts_cpu_s']):.2f} "
+              f"on {os.cpu_count()} cores")
     finally:
         if not keep:
             for name in names:
