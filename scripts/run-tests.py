@@ -87,6 +87,7 @@ def main() -> int:
     parser.add_argument("--no-molecule", action="store_true", help="lint and unit tests only")
     args = parser.parse_args()
 
+    started = time.monotonic()
     reports = Path(tempfile.mkdtemp(prefix="llm-test-reports-"))
     run = Run(reports)
     env = {"LLM_TEST_REPORTS": str(reports)}
@@ -125,7 +126,7 @@ def main() -> int:
     for name, ok, elapsed in run.steps:
         print(f"{'ok    ' if ok else 'FAILED'} {elapsed:8.1f}s  {name}")
     total = sum(elapsed for _, _, elapsed in run.steps)
-    print(f"total {total:.1f}s")
+    print(f"total {total:.1f}s of steps added up, {time.monotonic() - started:.1f}s wall clock")
 
     tests_passed, tests_failed, skipped = run.pytest_counts()
     steps_passed = sum(1 for _, ok, _ in run.steps if ok)
