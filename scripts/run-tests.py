@@ -28,9 +28,10 @@ PROJECT = Path(__file__).resolve().parent.parent
 SCENARIOS = ["default", "fleet", "vm"]
 # The QEMU guest keeps about one of the two cores busy and the fleet's tests
 # spend much of their time waiting on restarts and rolling updates: side by
-# side the pair took 33 min, one after the other about 46 (measured on this
-# 2-core machine), which keeps the whole run inside CI's 90 minutes. They share no
-# hosts, ports or secrets files (the VM's volume key has a folder of its own).
+# side the pair took 33 min, one after the other about 46 (measured on
+# this 2-core machine), which keeps the whole run inside CI's 90 minutes.
+# They share no hosts, ports or secrets files (the VM's volume key has a
+# folder of its own).
 SCENARIO_GROUPS = [["default"], ["fleet", "vm"]]
 MOLECULE_SEQUENCE = ["destroy", "syntax", "create", "prepare", "converge", "idempotence", "verify"]
 # fleet's tests re-run site.yml after a rolling update and require changed=0
