@@ -2,7 +2,8 @@
 # QEMU (TCG) test VMs on top of the cached base image from scripts/vm-image.sh.
 #
 #   scripts/vm.sh start NAME        boot (or reuse) VM NAME, wait for ssh, print instance.json
-#   scripts/vm.sh stop NAME         power it off and remove its run dir (idempotent)
+#   scripts/vm.sh stop NAME         power it off and remove its run dir (idempotent); the
+#                                   console log is kept in $LLM_TEST_REPORTS when that is set
 #   scripts/vm.sh ssh NAME [CMD..]  ssh into it as root
 #   scripts/vm.sh wait NAME [SECS]  wait until ssh answers again (e.g. after a guest reboot)
 #   scripts/vm.sh status NAME       print instance.json and exit 0 if running, else exit 1
@@ -194,6 +195,11 @@ cmd_stop() {
   local dir
   dir="$(run_dir "$1")"
   kill_qemu "$dir"
+  # The serial console is the one record of a guest that stopped answering:
+  # keep it with the test reports before the run dir goes.
+  if [[ -n "${LLM_TEST_REPORTS:-}" && -s "$dir/console.log" ]]; then
+    cp -f "$dir/console.log" "$LLM_TEST_REPORTS/vm-$1-console.log" || true
+  fi
   rm -rf "$dir"
 }
 

@@ -63,6 +63,30 @@ def vm_instance(vm_name: str) -> dict:
     return load_instance(vm_name)
 
 
+def console_tail(name: str, lines: int = 60) -> str:
+    """The last lines of the guest's serial console (boot progress, kernel messages)."""
+    path = vm_run_dir(name) / "console.log"
+    if not path.is_file():
+        return f"(no {path})"
+    text = path.read_bytes().decode("utf-8", "replace")
+    return "\n".join(text.splitlines()[-lines:])
+
+
+@pytest.fixture(scope="module")
+def reboot_guest(host):
+    """Reboot the guest and wait until it lets Ansible in again. The reboot
+    module says `rebooted` even when the guest never came back; this fails on
+    any failure, with the serial console's tail in the message."""
+
+    def reboot(timeout: int) -> None:
+        result = host.ansible("ansible.builtin.reboot", f"reboot_timeout={timeout}", check=False, become=True)
+        if result.get("failed") or not result.get("rebooted"):
+            pytest.fail(f"reboot: {result.get('msg', result)}\n--- console ---\n"
+                        + console_tail(host.backend.get_hostname()))
+
+    return reboot
+
+
 @pytest.fixture(scope="module")
 def vm_listeners(host):
     """Listeners on the gateway port and on a port no rule opens."""

@@ -315,9 +315,8 @@ def test_settings_that_would_lock_out_the_play_are_rolled_back_unloaded(host, ru
 
 
 @pytest.fixture(scope="module")
-def rebooted(host):
-    result = host.ansible("ansible.builtin.reboot", "reboot_timeout=600", check=False, become=True)
-    assert result.get("rebooted"), result
+def rebooted(reboot_guest):
+    reboot_guest(timeout=600)
     return True
 
 

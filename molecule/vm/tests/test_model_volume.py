@@ -99,12 +99,11 @@ def test_foreign_filesystem_is_never_formatted_without_the_force_flag(host, run_
 
 
 @pytest.fixture(scope="module")
-def rebooted(host, run_playbook):
+def rebooted(host, run_playbook, reboot_guest):
     """Set up the manual-mode volume, then reboot the guest once."""
     run_playbook("molecule/vm/tests/playbooks/manual-volume.yml", {"manual_test_passphrase": MANUAL_PASSPHRASE})
     host.run_expect([0], "sh -c 'echo %s > /srv/manual-test/marker && sync'", MARKER)
-    result = host.ansible("ansible.builtin.reboot", "reboot_timeout=400", check=False, become=True)
-    assert result.get("rebooted"), result
+    reboot_guest(timeout=400)
     return True
 
 
