@@ -11,7 +11,7 @@
 # Run dir: ${SANDBOX_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/private-llm-sandbox}/vm/run/NAME/
 #   overlay.qcow2   root disk, /dev/vda (qcow2 overlay backed by the base raw image)
 #   data.qcow2      blank data disk, /dev/vdb = /dev/disk/by-id/virtio-llm-data
-#   console.log     serial console; qemu.pid; instance.json
+#   console.log     serial console; monitor.sock (QEMU's human monitor); qemu.pid; instance.json
 #
 # instance.json: {"name", "address": "127.0.0.1", "port": <ssh port>, "user": "root",
 #                 "identity_file", "ports": {"443": <host port>, "8000": <host port>}, "pid"}
@@ -129,6 +129,13 @@ cmd_start() {
   qemu-img create -q -f qcow2 -F raw -b "$base" "$dir/overlay.qcow2" >&2
   qemu-img create -q -f qcow2 "$dir/data.qcow2" "${VM_DATA_SIZE:-2G}" >&2
 
+  # QEMU's monitor (`info status` tells a hung guest from a paused one), where
+  # the socket path fits a unix socket name (108 bytes).
+  local -a monitor=(-monitor none)
+  if ((${#dir} < 90)); then
+    monitor=(-monitor "unix:$dir/monitor.sock,server=on,wait=off")
+  fi
+
   # Free ports can be raced away between probing and qemu's bind: retry with new ones.
   for attempt in 1 2 3; do
     declare -A fwd=()
@@ -143,7 +150,7 @@ cmd_start() {
     if qemu-system-x86_64 \
          -name "sandbox-$name" \
          -accel tcg -cpu max -m "${VM_MEMORY:-3072}" -smp "${VM_CPUS:-2}" \
-         -nodefaults -display none -vga none -monitor none \
+         -nodefaults -display none -vga none "${monitor[@]}" \
          -serial "file:$dir/console.log" \
          -kernel "$kernel" -initrd "$initrd" \
          -append "root=/dev/vda rw console=ttyS0 net.ifnames=0 cryptomgr.notests" \

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -72,6 +73,32 @@ def console_tail(name: str, lines: int = 60) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
+def _monitor_reply(sock: socket.socket) -> str:
+    reply = b""
+    while not reply.endswith(b"(qemu) "):
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        reply += chunk
+    return reply.decode("utf-8", "replace")
+
+
+def qemu_status(name: str) -> str:
+    """QEMU's own view of the guest ("running", "paused (io-error)", ...), from
+    its monitor socket: tells a hung guest from one that QEMU stopped."""
+    path = vm_run_dir(name) / "monitor.sock"
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(10)
+            sock.connect(str(path))
+            _monitor_reply(sock)  # greeting
+            sock.sendall(b"info status\n")
+            lines = _monitor_reply(sock).splitlines()
+    except OSError as error:
+        return f"(monitor {path}: {error})"
+    return " ".join(line.strip() for line in lines if line.startswith("VM status")) or " | ".join(lines)
+
+
 @pytest.fixture(scope="module")
 def reboot_guest(host):
     """Reboot the guest and wait until it lets Ansible in again. The reboot
@@ -81,8 +108,9 @@ def reboot_guest(host):
     def reboot(timeout: int) -> None:
         result = host.ansible("ansible.builtin.reboot", f"reboot_timeout={timeout}", check=False, become=True)
         if result.get("failed") or not result.get("rebooted"):
-            pytest.fail(f"reboot: {result.get('msg', result)}\n--- console ---\n"
-                        + console_tail(host.backend.get_hostname()))
+            name = host.backend.get_hostname()
+            pytest.fail(f"reboot: {result.get('msg', result)}\nQEMU: {qemu_status(name)}\n"
+                        f"--- console ---\n{console_tail(name)}")
 
     return reboot
 
