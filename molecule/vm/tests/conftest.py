@@ -99,20 +99,38 @@ def qemu_status(name: str) -> str:
     return " ".join(line.strip() for line in lines if line.startswith("VM status")) or " | ".join(lines)
 
 
+def guest_state(name: str) -> str:
+    return f"QEMU: {qemu_status(name)}\n--- serial console, last lines ---\n{console_tail(name)}"
+
+
 @pytest.fixture(scope="module")
 def reboot_guest(host):
-    """Reboot the guest and wait until it lets Ansible in again. The reboot
-    module says `rebooted` even when the guest never came back; this fails on
-    any failure, with the serial console's tail in the message."""
+    """Reboot the guest and wait until Ansible gets in again; a failure names
+    the module's error, QEMU's view of the guest and the console's tail."""
 
     def reboot(timeout: int) -> None:
-        result = host.ansible("ansible.builtin.reboot", f"reboot_timeout={timeout}", check=False, become=True)
+        try:
+            result = host.ansible("ansible.builtin.reboot", f"reboot_timeout={timeout}", check=False, become=True)
+        except host.ansible.AnsibleException as error:
+            result = error.result
         if result.get("failed") or not result.get("rebooted"):
-            name = host.backend.get_hostname()
-            pytest.fail(f"reboot: {result.get('msg', result)}\nQEMU: {qemu_status(name)}\n"
-                        f"--- console ---\n{console_tail(name)}")
+            pytest.fail(f"reboot: {result.get('msg', result)}\n{guest_state(host.backend.get_hostname())}")
 
     return reboot
+
+
+_STATE_REPORTS_LEFT = [3]
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """The first failing tests of a run carry the guest's state in their report:
+    a guest that stopped answering leaves no other trace once it is destroyed."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed and _STATE_REPORTS_LEFT[0] > 0:
+        _STATE_REPORTS_LEFT[0] -= 1
+        report.sections.append(("guest state", guest_state(os.environ.get("VM_NAME", DEFAULT_VM_NAME))))
 
 
 @pytest.fixture(scope="module")
