@@ -99,8 +99,16 @@ def qemu_status(name: str) -> str:
     return " ".join(line.strip() for line in lines if line.startswith("VM status")) or " | ".join(lines)
 
 
+def host_pressure() -> str:
+    """This machine's load and free memory: a starved emulator looks like a hung guest."""
+    meminfo = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines())
+    load = Path("/proc/loadavg").read_text().split()[:3]
+    return f"load {' '.join(load)}, MemAvailable {meminfo['MemAvailable'].strip()}"
+
+
 def guest_state(name: str) -> str:
-    return f"QEMU: {qemu_status(name)}\n--- serial console, last lines ---\n{console_tail(name)}"
+    return (f"QEMU: {qemu_status(name)}\nthis machine: {host_pressure()}\n"
+            f"--- serial console, last lines ---\n{console_tail(name)}")
 
 
 @pytest.fixture(scope="module")
