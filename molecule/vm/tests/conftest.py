@@ -119,8 +119,10 @@ def reboot_guest(host):
     def reboot(timeout: int) -> None:
         try:
             result = host.ansible("ansible.builtin.reboot", f"reboot_timeout={timeout}", check=False, become=True)
-        except host.ansible.AnsibleException as error:
+        except host.ansible.AnsibleException as error:  # the module failed
             result = error.result
+        except AssertionError as error:  # testinfra: `ansible` found the host unreachable
+            result = {"failed": True, "msg": str(error)[-3000:]}
         if result.get("failed") or not result.get("rebooted"):
             pytest.fail(f"reboot: {result.get('msg', result)}\n{guest_state(host.backend.get_hostname())}")
 
@@ -138,7 +140,9 @@ def pytest_runtest_makereport(item, call):
     report = outcome.get_result()
     if report.failed and _STATE_REPORTS_LEFT[0] > 0:
         _STATE_REPORTS_LEFT[0] -= 1
-        report.sections.append(("guest state", guest_state(os.environ.get("VM_NAME", DEFAULT_VM_NAME))))
+        host = getattr(item, "funcargs", {}).get("host")
+        name = host.backend.get_hostname() if host is not None else os.environ.get("VM_NAME", DEFAULT_VM_NAME)
+        report.sections.append(("guest state", guest_state(name)))
 
 
 @pytest.fixture(scope="module")
