@@ -50,12 +50,15 @@ def load_instance(name: str) -> dict:
     return json.loads(path.read_text())
 
 
+def name_of(host) -> str:
+    """Inventory name of a testinfra host; without one, $VM_NAME or llm-vm."""
+    return host.backend.get_hostname() if host is not None else os.environ.get("VM_NAME", DEFAULT_VM_NAME)
+
+
 @pytest.fixture
 def vm_name(request: pytest.FixtureRequest) -> str:
     """Inventory name of the host under test (falls back to $VM_NAME or llm-vm)."""
-    if "host" in request.fixturenames:
-        return request.getfixturevalue("host").backend.get_hostname()
-    return os.environ.get("VM_NAME", DEFAULT_VM_NAME)
+    return name_of(request.getfixturevalue("host") if "host" in request.fixturenames else None)
 
 
 @pytest.fixture
@@ -124,7 +127,7 @@ def reboot_guest(host):
         except AssertionError as error:  # testinfra: `ansible` found the host unreachable
             result = {"failed": True, "msg": str(error)[-3000:]}
         if result.get("failed") or not result.get("rebooted"):
-            pytest.fail(f"reboot: {result.get('msg', result)}\n{guest_state(host.backend.get_hostname())}")
+            pytest.fail(f"reboot: {result.get('msg', result)}\n{guest_state(name_of(host))}")
 
     return reboot
 
@@ -140,9 +143,7 @@ def pytest_runtest_makereport(item, call):
     report = outcome.get_result()
     if report.failed and _STATE_REPORTS_LEFT[0] > 0:
         _STATE_REPORTS_LEFT[0] -= 1
-        host = getattr(item, "funcargs", {}).get("host")
-        name = host.backend.get_hostname() if host is not None else os.environ.get("VM_NAME", DEFAULT_VM_NAME)
-        report.sections.append(("guest state", guest_state(name)))
+        report.sections.append(("guest state", guest_state(name_of(getattr(item, "funcargs", {}).get("host")))))
 
 
 @pytest.fixture(scope="module")
