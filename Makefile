@@ -16,20 +16,20 @@ help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
 
 setup: ## Install the controller toolchain and the test harness packages (idempotent)
-	@scripts/setup.sh
+	@scripts/timed.sh 'make setup' scripts/setup.sh
 
 images: setup model wheelhouse ## Build (or reuse) the cached sandbox container and VM images
-	@scripts/container-image.sh >/dev/null
-	@scripts/vm-image.sh >/dev/null
+	@scripts/timed.sh 'images: container' scripts/container-image.sh >/dev/null
+	@scripts/timed.sh 'images: vm' scripts/vm-image.sh >/dev/null
 
 model: setup ## Generate the tiny test model (reproducible, seconds)
-	@python scripts/make-tiny-model.py $(SANDBOX_CACHE)/models/tiny-qwen3 >/dev/null
+	@scripts/timed.sh 'make model' python scripts/make-tiny-model.py $(SANDBOX_CACHE)/models/tiny-qwen3 >/dev/null
 
 wheelhouse: setup ## Gather the wheels the sandbox hosts install vLLM's CPU build from
-	@scripts/wheelhouse.sh >/dev/null
+	@scripts/timed.sh 'make wheelhouse' scripts/wheelhouse.sh >/dev/null
 
 demo: setup model wheelhouse ## Create a local sandbox host with the full stack and print where to chat
-	@scripts/demo.sh
+	@scripts/timed.sh 'make demo (image, host, site.yml)' scripts/demo.sh
 
 demo-destroy: ## Remove the demo sandbox host
 	@scripts/demo.sh destroy

@@ -1,8 +1,16 @@
 #!/usr/bin/env bash
-# Build the sandbox container image: Debian 12 with systemd as PID 1, made with
-# debootstrap and imported into podman (no registry involved). The tag carries a
-# hash of this recipe, so the image is rebuilt only when the recipe changes.
+# Build the sandbox container image: Debian 12 with systemd as PID 1 and an
+# SSH server, made with debootstrap and imported into podman (no registry
+# involved). The tag carries a hash of this recipe (and of the harness's SSH
+# public key), so the image is rebuilt only when the recipe changes.
 # Prints the image reference on stdout.
+#
+# Ansible and testinfra reach the sandbox containers over SSH, as they reach
+# real hosts: with pipelining and one multiplexed connection a task costs one
+# SSH round trip, where `podman exec` (the podman connection cannot pipeline)
+# costs three or four podman and runc processes. The key for root is made
+# once into $SANDBOX_CACHE/container/id_ed25519; each container makes its own
+# host keys at first boot.
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 source "$(dirname "$0")/lib.sh"
@@ -14,7 +22,17 @@ PACKAGES="systemd,systemd-sysv,dbus,python3,python3-apt,sudo,iproute2,procps,ca-
 # kernel and stay out): baked in so a converge does not download them. The
 # role still installs them on real hosts.
 PACKAGES="$PACKAGES,unattended-upgrades,needrestart,debsums,apt-listchanges,libpam-tmpdir,libpam-pwquality"
-recipe_hash="$( { cat "$0"; echo "$PACKAGES"; cat /etc/apt/sources.list.d/*.sources 2>/dev/null || true; } | sha256sum | cut -c1-12)"
+PACKAGES="$PACKAGES,openssh-server"
+
+KEY="$SANDBOX_CACHE/container/id_ed25519"
+if [[ ! -s "$KEY" || ! -s "$KEY.pub" ]]; then
+  log "generating the sandbox containers' ssh key $KEY"
+  mkdir -p "$(dirname "$KEY")" && chmod 0700 "$(dirname "$KEY")"
+  rm -f "$KEY" "$KEY.pub"
+  ssh-keygen -q -t ed25519 -N '' -C "private-llm-sandbox-container" -f "$KEY" >&2
+fi
+recipe_hash="$( { cat "$0"; echo "$PACKAGES"; cat "$KEY.pub"; cat /etc/apt/sources.list.d/*.sources 2>/dev/null || true; } \
+  | sha256sum | cut -c1-12)"
 image="$IMAGE_REPO:bookworm-$recipe_hash"
 
 if podman image exists "$image"; then
@@ -44,6 +62,25 @@ rm -f "$rootfs/etc/systemd/system/getty.target.wants/"* 2>/dev/null || true
 chroot "$rootfs" systemctl mask systemd-udevd.service systemd-udev-trigger.service \
   systemd-modules-load.service sys-kernel-config.mount getty@tty1.service >/dev/null 2>&1 || true
 chroot "$rootfs" apt-get clean
+# SSH: root logs in with the harness key only; host keys are made by each
+# container at its first boot, not shared through the image.
+install -d -m 0700 "$rootfs/root/.ssh"
+install -m 0600 "$KEY.pub" "$rootfs/root/.ssh/authorized_keys"
+rm -f "$rootfs"/etc/ssh/ssh_host_*
+cat > "$rootfs/etc/systemd/system/ssh-host-keys.service" <<'UNIT'
+[Unit]
+Description=Generate this sandbox container's SSH host keys
+ConditionPathExists=!/etc/ssh/ssh_host_ed25519_key
+Before=ssh.service
+
+[Service]
+Type=oneshot
+ExecStart=/usr/bin/ssh-keygen -A
+
+[Install]
+WantedBy=ssh.service
+UNIT
+chroot "$rootfs" systemctl enable ssh-host-keys.service ssh.service >/dev/null 2>&1
 
 log "importing into podman as $image"
 tar -C "$rootfs" -c . | podman import \

@@ -9,6 +9,9 @@ source "$(dirname "$0")/lib.sh"
 cd "$PROJECT_DIR"
 
 NAME=llm-demo
+# Its fixed address on podman's bridge; Ansible reaches it over SSH there
+# (inventory/sandbox/hosts.yml), as it reaches real hosts.
+ADDRESS=10.88.200.10
 
 if [[ "${1:-}" == destroy ]]; then
   podman rm -f --time 10 "$NAME" >/dev/null 2>&1 || true
@@ -35,7 +38,7 @@ fi
 if ! podman container exists "$NAME"; then
   log "creating sandbox host $NAME from $image"
   podman run -d --name "$NAME" --hostname "$NAME" --systemd=always \
-    --cap-add NET_ADMIN --shm-size=1g \
+    --ip "$ADDRESS" --cap-add NET_ADMIN --shm-size=1g \
     -v /etc/ssl/certs/ca-certificates.crt:/etc/ssl/host-ca.crt:ro \
     "$image" /sbin/init >/dev/null
 elif [[ "$(podman inspect -f '{{.State.Running}}' "$NAME")" != true ]]; then
@@ -50,10 +53,15 @@ done
 [[ "$state" == running || "$state" == degraded ]] ||
   { log "sandbox host did not boot (systemd state: ${state:-no answer}); see: podman logs $NAME"; exit 1; }
 
+for _ in $(seq 30); do  # sshd starts with the rest of the boot; give it a moment
+  timeout 5 bash -c "exec 3<>/dev/tcp/$ADDRESS/22" 2>/dev/null && break
+  sleep 1
+done
+
 log "converging $NAME with site.yml"
 ansible-playbook -i inventory/sandbox/hosts.yml site.yml
 
-address="$(podman inspect -f '{{.NetworkSettings.IPAddress}}' "$NAME")"
+address="$ADDRESS"
 cat <<MSG
 
   Sandbox host $NAME is up at $address and converged with site.yml: firewall,
@@ -69,7 +77,7 @@ cat <<MSG
   API:       curl --cacert secrets/sandbox/gateway-ca.crt \\
                -H "Authorization: Bearer \$(cat secrets/sandbox/vllm-api-key)" \\
                https://$address/v1/models
-  Shell:     podman exec -it $NAME bash
+  Shell:     podman exec -it $NAME bash   (or: ssh -i $SANDBOX_CACHE/container/id_ed25519 root@$address)
   Remove:    make demo-destroy
 
 MSG

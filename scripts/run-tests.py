@@ -3,8 +3,12 @@
 
 Steps: yamllint, ansible-lint, syntax checks, unit tests, then each Molecule
 scenario step by step (the same sequence as `molecule test`), timing each step.
-A scenario's hosts are destroyed even when a step fails. The last line has the
-form "summary: N passed, N failed", counting pytest test cases and harness steps.
+A scenario's hosts are destroyed even when a step fails. The run ends with its
+profile: every step's time (also in steps.csv in the reports folder), the ten
+slowest test cases, and where the CPU went (containers, VMs, the controller's
+processes), sampled every 10 s into cpu.csv in the reports folder
+(scripts/cpu_sampler.py). The last line has the form
+"summary: N passed, N failed", counting pytest test cases and harness steps.
 
 The scenarios of one group in SCENARIO_GROUPS run side by side (their output
 lines prefixed with the scenario's name); --serial runs them one after another.
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import csv
 import os
 import subprocess
 import sys
@@ -25,6 +30,10 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 PROJECT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(PROJECT / "scripts"))
+from cpu_sampler import CpuSampler  # noqa: E402
+
+MAKE_STEPS = PROJECT / ".cache" / "make-steps.csv"
 SCENARIOS = ["default", "fleet", "vm"]
 # The QEMU guest keeps about one of the two cores busy and the fleet's tests
 # spend much of their time waiting on restarts and rolling updates: side by
@@ -44,6 +53,16 @@ class Run:
     def __init__(self, reports: Path) -> None:
         self.reports = reports
         self.steps: list[tuple[str, bool, float]] = []
+        self.running: list[str] = []
+        self.started = time.monotonic()
+        self.step_starts: list[float] = []
+        # What `make demo` and `make images` took in this checkout since the
+        # last run (scripts/timed.sh): the profile starts with them.
+        self.make_steps: list[tuple[str, bool, float]] = []
+        if MAKE_STEPS.is_file():
+            for row in csv.reader(MAKE_STEPS.read_text().splitlines()):
+                if len(row) == 3:
+                    self.make_steps.append((row[0], row[1] == "ok", float(row[2])))
 
     def step(self, name: str, cmd: list[str], env: dict[str, str] | None = None,
              log: str | None = None, prefix: str = "") -> bool:
@@ -52,6 +71,8 @@ class Run:
         `prefix` marks its lines on the console."""
         print(f"\n=== {name}: {' '.join(cmd)}", flush=True)
         start = time.monotonic()
+        self.running.append(name)
+        started_at = start - self.started
         with subprocess.Popen(cmd, cwd=PROJECT, env={**os.environ, **(env or {})},
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT) as proc:
             assert proc.stdout is not None
@@ -61,8 +82,10 @@ class Run:
                     sys.stdout.buffer.flush()
                     kept.write(line)
         elapsed = time.monotonic() - start
+        self.running.remove(name)
         ok = proc.returncode == 0
         self.steps.append((name, ok, elapsed))
+        self.step_starts.append(started_at)
         print(f"=== {name}: {'ok' if ok else 'FAILED'} in {elapsed:.1f}s", flush=True)
         return ok
 
@@ -78,6 +101,26 @@ class Run:
                 skipped += skip
         return passed, failed, skipped
 
+    def slowest_cases(self, count: int = 10) -> list[tuple[float, str, str]]:
+        """(seconds, report, test case) of the slowest pytest cases of the run."""
+        cases = []
+        for report in sorted(self.reports.glob("*.xml")):
+            for case in ET.parse(report).getroot().iter("testcase"):
+                name = f"{case.get('classname', '')}::{case.get('name', '')}".lstrip(":")
+                cases.append((float(case.get("time", 0) or 0), report.stem, name))
+        return sorted(cases, reverse=True)[:count]
+
+    def write_steps_csv(self) -> Path:
+        path = self.reports / "steps.csv"
+        with open(path, "w", newline="", encoding="utf-8") as out:
+            writer = csv.writer(out)
+            writer.writerow(["step", "ok", "started_s", "seconds"])
+            for name, ok, elapsed in self.make_steps:
+                writer.writerow([name, int(ok), "", f"{elapsed:.1f}"])
+            for (name, ok, elapsed), started_at in zip(self.steps, self.step_starts):
+                writer.writerow([name, int(ok), f"{started_at:.0f}", f"{elapsed:.1f}"])
+        return path
+
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -91,6 +134,8 @@ def main() -> int:
     started = time.monotonic()
     reports = Path(tempfile.mkdtemp(prefix="llm-test-reports-"))
     run = Run(reports)
+    sampler = CpuSampler(reports / "cpu.csv", lambda: list(run.running))
+    sampler.start()
     env = {"LLM_TEST_REPORTS": str(reports)}
 
     if not args.skip_lint:
@@ -123,11 +168,28 @@ def main() -> int:
             for done in [pool.submit(scenario_run, s, f"[{s}] ") for s in group]:
                 done.result()
 
-    print("\n=== timings")
+    sampler.stop()
+    wall = time.monotonic() - started
+    print("\n=== timings (also in steps.csv)")
+    for name, ok, elapsed in run.make_steps:
+        print(f"{'ok    ' if ok else 'FAILED'} {elapsed:8.1f}s  {name}  (make, before this run)")
     for name, ok, elapsed in run.steps:
         print(f"{'ok    ' if ok else 'FAILED'} {elapsed:8.1f}s  {name}")
     total = sum(elapsed for _, _, elapsed in run.steps)
-    print(f"total {total:.1f}s of steps added up, {time.monotonic() - started:.1f}s wall clock")
+    before = sum(elapsed for _, _, elapsed in run.make_steps)
+    print(f"total {total:.1f}s of steps added up, {wall:.1f}s wall clock"
+          + (f"; {before + wall:.1f}s with the make steps before it" if before else ""))
+    print("\n=== the ten slowest test cases")
+    for seconds, report, name in run.slowest_cases():
+        print(f"{seconds:8.1f}s  {report}: {name}")
+    print(f"\n=== CPU seconds over the run, per source ({wall:.0f}s wall clock x 2 cores = {2 * wall:.0f}; "
+          "every 10 s in cpu.csv)")
+    for kind, name, seconds in sampler.totals():
+        if seconds >= 1:
+            print(f"{seconds:8.0f}  {kind:10s} {name}")
+    run.write_steps_csv()
+    MAKE_STEPS.unlink(missing_ok=True)
+    print(f"reports: {reports}")
 
     tests_passed, tests_failed, skipped = run.pytest_counts()
     steps_passed = sum(1 for _, ok, _ in run.steps if ok)

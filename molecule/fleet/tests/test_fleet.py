@@ -51,8 +51,10 @@ def gw(host):
 
 
 @pytest.fixture(scope="module")
-def nodes():
-    return {name: testinfra.get_host(f"podman://{name}") for name in NODES}
+def nodes(request):
+    """The replicas, reached like the gateway: over SSH, as the inventory says."""
+    inventory = request.config.option.ansible_inventory
+    return {name: testinfra.get_host(f"ansible://{name}?ansible_inventory={inventory}") for name in NODES}
 
 
 @pytest.fixture(scope="module")

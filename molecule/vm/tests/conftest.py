@@ -19,9 +19,12 @@ import os
 import socket
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
+import testinfra
 
 PROJECT = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(PROJECT / "molecule" / "shared"))
@@ -114,22 +117,140 @@ def guest_state(name: str) -> str:
             f"--- serial console, last lines ---\n{console_tail(name)}")
 
 
-@pytest.fixture(scope="module")
-def reboot_guest(host):
-    """Reboot the guest and wait until Ansible gets in again; a failure names
-    the module's error, QEMU's view of the guest and the console's tail."""
+# Guests that stopped answering, with the reason: every later test of the run
+# fails at once instead of waiting out its own timeouts on a dead guest.
+GUEST_DOWN: dict[str, str] = {}
+# A rebooting guest prints to its console all the way to the login prompt;
+# this long without a new line (and the reboot not done), it is taken for hung.
+CONSOLE_STALL_S = 240
 
-    def reboot(timeout: int) -> None:
+
+def qemu_alive(name: str) -> bool:
+    """Whether the VM's QEMU process still runs."""
+    try:
+        pid = int(json.loads((vm_run_dir(name) / "instance.json").read_text())["pid"])
+        os.kill(pid, 0)
+    except (OSError, ValueError, KeyError):
+        return False
+    return True
+
+
+class GuestWatch:
+    """Tells, while a reboot is under way, whether the guest can still come
+    back: QEMU running it, no kernel panic, the console still moving."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.console = vm_run_dir(name) / "console.log"
+        self.offset = self._size()
+        self.moved = time.monotonic()
+
+    def _size(self) -> int:
+        return self.console.stat().st_size if self.console.is_file() else 0
+
+    def why_dead(self) -> str | None:
+        if not qemu_alive(self.name):
+            return "the QEMU process is gone"
+        status = qemu_status(self.name)
+        if any(word in status for word in ("paused", "shutdown", "internal-error", "guest-panicked")):
+            return f"QEMU stopped the guest ({status})"
+        size = self._size()
+        if size != self.offset:
+            with open(self.console, "rb") as console:
+                console.seek(self.offset)
+                new = console.read().decode("utf-8", "replace")
+            self.offset, self.moved = size, time.monotonic()
+            if "Kernel panic" in new:
+                return "the guest kernel panicked"
+        elif time.monotonic() - self.moved > CONSOLE_STALL_S:
+            return f"no console output for {CONSOLE_STALL_S} s and no SSH"
+        return None
+
+
+def reboot(host, timeout: int = 600) -> None:
+    """Reboot the guest and wait until Ansible gets in again. It fails as soon
+    as the guest cannot come back (QEMU gone or paused, kernel panic, console
+    silent), or when the module gives up, naming the module's error, QEMU's
+    view of the guest and the console's tail; the tests after it then fail
+    at once (pytest_runtest_setup)."""
+    name = name_of(host)
+    result: dict = {}
+
+    def run() -> None:
         try:
-            result = host.ansible("ansible.builtin.reboot", f"reboot_timeout={timeout}", check=False, become=True)
+            result.update(host.ansible("ansible.builtin.reboot", f"reboot_timeout={timeout}",
+                                       check=False, become=True))
         except host.ansible.AnsibleException as error:  # the module failed
-            result = error.result
+            result.update(error.result)
         except AssertionError as error:  # testinfra: `ansible` found the host unreachable
-            result = {"failed": True, "msg": str(error)[-3000:]}
-        if result.get("failed") or not result.get("rebooted"):
-            pytest.fail(f"reboot: {result.get('msg', result)}\n{guest_state(name_of(host))}")
+            result.update(failed=True, msg=str(error)[-3000:])
 
-    return reboot
+    watch = GuestWatch(name)
+    worker = threading.Thread(target=run, name="reboot", daemon=True)
+    worker.start()
+    dead = None
+    while dead is None:
+        worker.join(5)
+        if not worker.is_alive():
+            break
+        dead = watch.why_dead()
+    if dead or result.get("failed") or not result.get("rebooted"):
+        GUEST_DOWN[name] = dead or "a reboot did not come back"
+        message = f"{dead} (seen while the reboot was under way)" if dead else result.get("msg", result)
+        pytest.fail(f"reboot: {message}\n{guest_state(name)}")
+
+
+def boot_id(host) -> str:
+    return host.file("/proc/sys/kernel/random/boot_id").content_string.strip()
+
+
+@pytest.fixture(scope="session")
+def guest_rebooted(request):
+    """One reboot of the guest serves every test that looks at the host after
+    a reboot (hardening, firewall, both volumes): pytest_collection_modifyitems
+    runs all the tests that come before it first. Returns the boot id from
+    before the reboot."""
+    host = testinfra.get_host(f"ansible://{os.environ.get('VM_NAME', DEFAULT_VM_NAME)}"
+                              f"?ansible_inventory={request.config.option.ansible_inventory}")
+    before = boot_id(host)
+    reboot(host)
+    assert boot_id(host) != before, "the guest answered with the boot id it had before the reboot"
+    return before
+
+
+# Modules whose tests after the reboot run first among those: the model volume
+# unlocks and rotates (the state the hardening suite's Lynis audit, last of
+# all, then sees).
+AFTER_REBOOT_ORDER = ["test_model_volume.py", "test_hardening.py"]
+
+
+def pytest_collection_modifyitems(items):
+    """Every test before the reboot first, then the ones after it: in each
+    module, the first test that uses the reboot (fixture `rebooted` or
+    `guest_rebooted`) and every test after it come after the reboot; module
+    order after it is AFTER_REBOOT_ORDER."""
+    after: set[int] = set()
+    for module in {item.path for item in items}:
+        in_module = [i for i, item in enumerate(items) if item.path == module]
+        first = next((i for i in in_module if {"rebooted", "guest_rebooted"} & set(items[i].fixturenames)), None)
+        if first is not None:
+            after.update(i for i in in_module if i >= first)
+
+    def phase(index: int) -> tuple:
+        item = items[index]
+        if index not in after:
+            return (0, 0, index)
+        rank = AFTER_REBOOT_ORDER.index(item.path.name) if item.path.name in AFTER_REBOOT_ORDER else len(AFTER_REBOOT_ORDER)
+        return (1, rank, index)
+
+    items[:] = [items[i] for i in sorted(range(len(items)), key=phase)]
+
+
+def pytest_runtest_setup(item):
+    """No test waits on a guest already known to be down."""
+    if GUEST_DOWN:
+        pytest.fail("not run, the guest is down: " + "; ".join(f"{n}: {why}" for n, why in GUEST_DOWN.items()),
+                    pytrace=False)
 
 
 _STATE_REPORTS_LEFT = [3]
@@ -138,12 +259,17 @@ _STATE_REPORTS_LEFT = [3]
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     """The first failing tests of a run carry the guest's state in their report:
-    a guest that stopped answering leaves no other trace once it is destroyed."""
+    a guest that stopped answering leaves no other trace once it is destroyed.
+    A test that fails with the QEMU process gone marks the guest down."""
     outcome = yield
     report = outcome.get_result()
-    if report.failed and _STATE_REPORTS_LEFT[0] > 0:
-        _STATE_REPORTS_LEFT[0] -= 1
-        report.sections.append(("guest state", guest_state(name_of(getattr(item, "funcargs", {}).get("host")))))
+    if report.failed and call.when == "call":
+        name = name_of(getattr(item, "funcargs", {}).get("host"))
+        if name not in GUEST_DOWN and not qemu_alive(name):
+            GUEST_DOWN[name] = f"its QEMU process was gone when {item.name} failed"
+        if _STATE_REPORTS_LEFT[0] > 0:
+            _STATE_REPORTS_LEFT[0] -= 1
+            report.sections.append(("guest state", guest_state(name)))
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,9 @@ takes keys only, from the admin group only, with modern algorithms, and a
 fresh connection after the hardening still gets in. Lynis rates the host.
 
 Changes a test makes are undone by the test (encrypted swap, a test user, a
-refused lock-out); one reboot is shared by the tests that look at the host
-after it; Lynis runs once, last, and its report serves every Lynis test
+refused lock-out); the scenario's one reboot (conftest.py) is shared by the
+tests that look at the host after it, here and in test_model_volume.py;
+Lynis runs once, last, and its report serves every Lynis test
 (LLM_LYNIS=0 skips them). The chat canary of the `default` scenario is not
 searched for here: no chat service runs on this VM, so it could not be found;
 this suite's own canary, held by the processes it crashes, is.
@@ -315,9 +316,9 @@ def test_settings_that_would_lock_out_the_play_are_rolled_back_unloaded(host, ru
 
 
 @pytest.fixture(scope="module")
-def rebooted(reboot_guest):
-    reboot_guest(timeout=600)
-    return True
+def rebooted(guest_rebooted):
+    """The scenario's one reboot (conftest.py): these tests run after it."""
+    return guest_rebooted
 
 
 def test_settings_survive_a_reboot_and_ufw_start(host, rebooted):

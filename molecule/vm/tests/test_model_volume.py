@@ -3,7 +3,8 @@ keeps its data across re-converges and reboots, rotates keys safely, and in
 manual mode stays locked after a reboot until playbooks/unlock.yml opens it.
 
 The tests run in file order: state checks, then a re-converge with changed
-settings, then one reboot that several tests look at, then unlock and rotation.
+settings, then the scenario's one reboot (shared with the hardening suite,
+see conftest.py), then unlock and rotation.
 """
 
 from __future__ import annotations
@@ -99,11 +100,15 @@ def test_foreign_filesystem_is_never_formatted_without_the_force_flag(host, run_
 
 
 @pytest.fixture(scope="module")
-def rebooted(host, run_playbook, reboot_guest):
-    """Set up the manual-mode volume, then reboot the guest once."""
+def rebooted(host, run_playbook, request):
+    """Set up the manual-mode volume, then the scenario's one reboot
+    (conftest.py), which must come after this set-up: these are the first
+    tests after the reboot."""
+    before_setup = host.file("/proc/sys/kernel/random/boot_id").content_string.strip()
     run_playbook("molecule/vm/tests/playbooks/manual-volume.yml", {"manual_test_passphrase": MANUAL_PASSPHRASE})
     host.run_expect([0], "sh -c 'echo %s > /srv/manual-test/marker && sync'", MARKER)
-    reboot_guest(timeout=400)
+    assert request.getfixturevalue("guest_rebooted") == before_setup, \
+        "the guest rebooted before the manual volume was set up (see AFTER_REBOOT_ORDER in conftest.py)"
     return True
 
 

@@ -11,6 +11,24 @@ firewall_stale_rules(show_added, wanted, prefix="llm:")
     Each stale rule comes back as the module arguments that delete it.
     Rules without the prefix (an admin's own) and lines this filter cannot
     read are never returned: when in doubt, a rule stays.
+
+firewall_missing_rules(show_added, wanted)
+    The wanted rules (same form, with their comment) that `ufw show added`
+    does not list with the same kind, source network, port, protocol and
+    comment: only these go to the ufw module, so a re-run with every rule in
+    place calls it not once. A line this filter cannot read matches nothing:
+    when in doubt, the module is asked.
+
+firewall_extra_rule(item)
+    One entry of firewall_extra_rules ({port, proto, from, comment}) as the
+    ufw module's arguments, its comment prefixed "llm: ".
+
+firewall_ufw_state(report)
+    What ufw has in place, from one read of the host (`ufw status verbose`,
+    the forward policy line of /etc/default/ufw and `ufw show added`,
+    separated by lines holding only "@@"): {"active", "logging",
+    "incoming", "outgoing", "routed", "added"}. A value it cannot read is
+    None, which matches no wanted setting, so that setting is applied.
 """
 
 from __future__ import annotations
@@ -55,6 +73,64 @@ def firewall_stale_rules(show_added: str, wanted, prefix: str = "llm:") -> list[
     return stale
 
 
+def firewall_extra_rule(item: dict) -> dict:
+    return {"rule": "allow", "proto": item.get("proto") or "tcp", "from_ip": item.get("from"),
+            "to_port": str(item.get("port")), "comment": f"llm: {item.get('comment', 'extra rule')}"}
+
+
+def _listed(show_added: str) -> set[tuple]:
+    listed = set()
+    for line in (show_added or "").splitlines():
+        match = _RULE.match(line.strip())
+        if not match:
+            continue
+        try:
+            listed.add(_key(match["rule"], match["src"], match["port"] or match["bare_port"],
+                            match["proto"] or match["bare_proto"]) + (match["comment"],))
+        except ValueError:
+            continue
+    return listed
+
+
+def firewall_missing_rules(show_added: str, wanted) -> list[dict]:
+    listed = _listed(show_added)
+    missing = []
+    for rule in wanted or []:
+        try:
+            key = _key(rule.get("rule"), rule.get("from_ip"), rule.get("to_port"), rule.get("proto"))
+        except ValueError:
+            key = None  # let the module say what is wrong with it
+        if key is None or key + (rule.get("comment"),) not in listed:
+            missing.append(rule)
+    return missing
+
+
+# `ufw default deny routed` is stored as DEFAULT_FORWARD_POLICY="DROP";
+# `ufw status` says "disabled (routed)" whenever forwarding is off, whatever
+# the policy, so the routed policy is read from the file.
+_FORWARD = {"DROP": "deny", "REJECT": "reject", "ACCEPT": "allow"}
+
+
+def firewall_ufw_state(report: str) -> dict:
+    parts = re.split(r"^@@$", report or "", flags=re.M)
+    status = parts[0] if parts else ""
+    state = {"active": bool(re.search(r"^Status: active$", status, re.M)),
+             "logging": None, "incoming": None, "outgoing": None, "routed": None,
+             "added": parts[2] if len(parts) > 2 else ""}
+    logging = re.search(r"^Logging: (on \((\w+)\)|off)$", status, re.M)
+    if logging:
+        state["logging"] = logging.group(2) or "off"
+    defaults = re.search(r"^Default: (\w+) \(incoming\), (\w+) \(outgoing\)", status, re.M)
+    if defaults:
+        state["incoming"], state["outgoing"] = defaults.group(1), defaults.group(2)
+    forward = re.search(r'^DEFAULT_FORWARD_POLICY="?(\w+)"?$', parts[1] if len(parts) > 1 else "", re.M)
+    if forward:
+        state["routed"] = _FORWARD.get(forward.group(1).upper())
+    return state
+
+
 class FilterModule:
     def filters(self):
-        return {"firewall_stale_rules": firewall_stale_rules}
+        return {"firewall_stale_rules": firewall_stale_rules, "firewall_missing_rules": firewall_missing_rules,
+                "firewall_extra_rule": firewall_extra_rule,
+                "firewall_ufw_state": firewall_ufw_state}
