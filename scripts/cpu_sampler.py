@@ -71,7 +71,7 @@ class CpuSampler(threading.Thread):
         self.started = time.monotonic()
         self.stop_event = threading.Event()
         self.names: dict[str, str] = {}  # container id -> name
-        self.previous: dict[tuple[str, str], float] = {}  # (kind, key) -> cumulative CPU s
+        self.previous: dict[str, tuple[str, str, float]] = {}  # key -> (kind, name, cumulative CPU s)
         self.total: dict[tuple[str, str], float] = defaultdict(float)  # (kind, name) -> CPU s
         self.lock = threading.Lock()
 
@@ -84,13 +84,13 @@ class CpuSampler(threading.Thread):
             self.names.update(line.split(maxsplit=1) for line in listing.splitlines() if " " in line)
         return self.names.get(cid, cid[:12])
 
-    def _read(self) -> dict[tuple[str, str, str], float]:
-        """Cumulative CPU seconds per (kind, name, key); key tells apart
-        processes that share a name, so a new one is not charged its past."""
-        now: dict[tuple[str, str, str], float] = {("machine", "busy", ""): _busy_seconds()}
+    def _read(self) -> dict[str, tuple[str, str, float]]:
+        """Cumulative CPU seconds per source, keyed by what identifies it
+        for good (a container's id, a process's pid and start time)."""
+        now: dict[str, tuple[str, str, float]] = {"machine": ("machine", "busy", _busy_seconds())}
         for cid, usage in _container_cgroups().items():
             try:
-                now[("container", self._container_name(cid), cid)] = int(usage.read_text()) / 1e9
+                now[f"container:{cid}"] = ("container", self._container_name(cid), int(usage.read_text()) / 1e9)
             except (OSError, ValueError):
                 pass
         for pid in filter(str.isdigit, os.listdir("/proc")):
@@ -98,34 +98,41 @@ class CpuSampler(threading.Thread):
                 with open(f"/proc/{pid}/stat", encoding="utf-8", errors="replace") as stat:
                     fields = stat.read().rsplit(")", 1)[1].split()
                 cgroup = Path(f"/proc/{pid}/cgroup").read_text()
-                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode("utf-8", "replace")
             except OSError:
                 continue
             if "libpod-" in cgroup:
                 continue  # counted with its container
-            own = (int(fields[11]) + int(fields[12])) / TICK  # utime, stime
-            reaped = (int(fields[13]) + int(fields[14])) / TICK  # cutime, cstime
-            key = f"{pid}:{fields[19]}"  # pid and start time
+            key = f"proc:{pid}:{fields[19]}"  # pid and start time
+            # own time (utime, stime) and that of the children it has reaped
+            used = sum(int(x) for x in fields[11:15]) / TICK
+            known = self.previous.get(key)
+            if known:  # classified when first seen: a zombie has no command line
+                now[key] = (known[0], known[1], used)
+                continue
+            try:
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode("utf-8", "replace")
+            except OSError:
+                continue
             vm = re.search(r"qemu-system\S*\s.*-name (?:sandbox-)?(\S+)", cmdline)
             if vm:
-                now[("vm", vm.group(1), key)] = own + reaped
-                continue
-            kind = next((k for k, pattern in PROCESS_KINDS if pattern.search(cmdline)), "other")
-            now[("controller", kind, key)] = own + reaped
+                now[key] = ("vm", vm.group(1), used)
+            else:
+                now[key] = ("controller", next((k for k, pattern in PROCESS_KINDS if pattern.search(cmdline)),
+                                               "other"), used)
         return now
 
     def sample(self) -> None:
         now = self._read()
         elapsed = time.monotonic() - self.started
         interval: dict[tuple[str, str], float] = defaultdict(float)
-        for (kind, name, key), value in now.items():
-            before = self.previous.get((kind, name + "\0" + key))
-            # A process first seen now is charged from its start only if it
-            # started after the last sample; the machine total is a delta.
-            if before is None:
-                before = value if kind == "machine" or not self.previous else 0.0
+        first = not self.previous
+        for key, (kind, name, value) in now.items():
+            known = self.previous.get(key)
+            # A source first seen now started after the last sample: all its
+            # time is new (at the very first sample, none of it is counted).
+            before = known[2] if known else (value if first else 0.0)
             interval[(kind, name)] += max(0.0, value - before)
-        self.previous = {(kind, name + "\0" + key): value for (kind, name, key), value in now.items()}
+        self.previous = now
         steps = "+".join(self.running_steps()) or "-"
         with self.lock:
             for source, seconds in interval.items():

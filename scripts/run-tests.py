@@ -10,8 +10,9 @@ processes), sampled every 10 s into cpu.csv in the reports folder
 (scripts/cpu_sampler.py). The last line has the form
 "summary: N passed, N failed", counting pytest test cases and harness steps.
 
-The scenarios of one group in SCENARIO_GROUPS run side by side (their output
-lines prefixed with the scenario's name); --serial runs them one after another.
+The lanes in LANES run side by side (their output lines prefixed with the
+scenario's name, or "checks" for lint and unit tests); the steps of one
+lane run one after another; --serial runs everything in one lane.
 
 Usage: scripts/run-tests.py [--scenario NAME ...] [--serial] [--skip-lint] [--skip-unit] [--no-molecule]
 """
@@ -35,13 +36,13 @@ from cpu_sampler import CpuSampler  # noqa: E402
 
 MAKE_STEPS = PROJECT / ".cache" / "make-steps.csv"
 SCENARIOS = ["default", "fleet", "vm"]
-# The QEMU guest keeps about one of the two cores busy and the fleet's tests
-# spend much of their time waiting on restarts and rolling updates: side by
-# side the pair took 33 min, one after the other about 46 (measured on
-# this 2-core machine), which keeps the whole run inside CI's 90 minutes.
-# They share no hosts, ports or secrets files (the VM's volume key has a
-# folder of its own).
-SCENARIO_GROUPS = [["default"], ["fleet", "vm"]]
+# Two lanes side by side: the QEMU guest (the longest scenario) keeps about
+# one of the two cores busy from the start, while the other lane runs the
+# checks (lint, unit tests) and the container scenarios one after another;
+# much of their time is spent waiting (pip downloads, vLLM starts, rolling
+# updates). The lanes share no hosts, ports or secrets files (the VM's volume
+# key has a folder of its own). --serial runs everything in one lane.
+LANES = [["checks", "default", "fleet"], ["vm"]]
 MOLECULE_SEQUENCE = ["destroy", "syntax", "create", "prepare", "converge", "idempotence", "verify"]
 # fleet's tests re-run site.yml after a rolling update and require changed=0
 # on every host; a separate idempotence step would only repeat that (and
@@ -125,7 +126,7 @@ class Run:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scenario", action="append", choices=SCENARIOS, help="Molecule scenario(s) to run")
-    parser.add_argument("--serial", action="store_true", help="run the Molecule scenarios one after another")
+    parser.add_argument("--serial", action="store_true", help="run everything one after another")
     parser.add_argument("--skip-lint", action="store_true")
     parser.add_argument("--skip-unit", action="store_true")
     parser.add_argument("--no-molecule", action="store_true", help="lint and unit tests only")
@@ -138,14 +139,19 @@ def main() -> int:
     sampler.start()
     env = {"LLM_TEST_REPORTS": str(reports)}
 
-    if not args.skip_lint:
-        run.step("lint: yamllint", ["yamllint", "--strict", "."])
-        run.step("lint: ansible-lint", ["ansible-lint", "--profile", "production"])
-        for inventory in ("inventory/example/hosts.yml", "inventory/sandbox/hosts.yml"):
-            run.step(f"syntax: site.yml with {inventory}",
-                     ["ansible-playbook", "--syntax-check", "-i", inventory, "site.yml"])
-    if not args.skip_unit:
-        run.step("unit tests", ["pytest", "-q", "tests/unit", f"--junitxml={reports}/unit.xml"])
+    def checks(prefix: str = "") -> None:
+        if not args.skip_lint:
+            run.step("lint: yamllint", ["yamllint", "--strict", "."], prefix=prefix)
+            run.step("lint: ansible-lint", ["ansible-lint", "--profile", "production"], prefix=prefix)
+            for inventory in ("inventory/example/hosts.yml", "inventory/sandbox/hosts.yml"):
+                run.step(f"syntax: site.yml with {inventory}",
+                         ["ansible-playbook", "--syntax-check", "-i", inventory, "site.yml"], prefix=prefix)
+        if not args.skip_unit:
+            # Most unit tests run ansible-playbook (CPU-bound): one worker per
+            # core, each test file on one worker in file order (some build on
+            # the one before).
+            run.step("unit tests", ["pytest", "-q", "-n", "auto", "--dist", "loadfile", "tests/unit",
+                                    f"--junitxml={reports}/unit.xml"], prefix=prefix)
 
     def scenario_run(scenario: str, prefix: str = "") -> None:
         try:
@@ -157,16 +163,19 @@ def main() -> int:
         finally:
             run.step(f"molecule {scenario}: destroy", ["molecule", "destroy", "-s", scenario], env, prefix=prefix)
 
-    chosen = [] if args.no_molecule else args.scenario or SCENARIOS
-    groups = [[s] for s in chosen] if args.serial else \
-        [g for g in ([s for s in group if s in chosen] for group in SCENARIO_GROUPS) if g]
-    for group in groups:
-        if len(group) == 1:
-            scenario_run(group[0])
-            continue
-        with concurrent.futures.ThreadPoolExecutor(max_workers=len(group)) as pool:
-            for done in [pool.submit(scenario_run, s, f"[{s}] ") for s in group]:
-                done.result()
+    chosen = {"checks"} | (set() if args.no_molecule else set(args.scenario or SCENARIOS))
+    lanes = [[item for lane in LANES for item in lane if item in chosen]] if args.serial else \
+        [[item for item in lane if item in chosen] for lane in LANES]
+    lanes = [lane for lane in lanes if lane]
+
+    def lane_run(lane: list[str], parallel: bool) -> None:
+        for item in lane:
+            prefix = f"[{item}] " if parallel else ""
+            checks(prefix) if item == "checks" else scenario_run(item, prefix)
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=len(lanes)) as pool:
+        for done in [pool.submit(lane_run, lane, len(lanes) > 1) for lane in lanes]:
+            done.result()
 
     sampler.stop()
     wall = time.monotonic() - started
