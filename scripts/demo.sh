@@ -37,8 +37,10 @@ if podman container exists "$NAME" && [[ "$(podman inspect -f '{{.Image}}' "$NAM
 fi
 if ! podman container exists "$NAME"; then
   log "creating sandbox host $NAME from $image"
+  mkdir -p -m 0700 "$SANDBOX_CACHE/pip"  # pip's downloads, shared by the sandbox hosts
   podman run -d --name "$NAME" --hostname "$NAME" --systemd=always \
     --ip "$ADDRESS" --cap-add NET_ADMIN --shm-size=1g \
+    -v "$SANDBOX_CACHE/pip:/var/cache/sandbox-pip" \
     -v /etc/ssl/certs/ca-certificates.crt:/etc/ssl/host-ca.crt:ro \
     "$image" /sbin/init >/dev/null
 elif [[ "$(podman inspect -f '{{.State.Running}}' "$NAME")" != true ]]; then
