@@ -71,7 +71,7 @@ class CpuSampler(threading.Thread):
         self.started = time.monotonic()
         self.stop_event = threading.Event()
         self.names: dict[str, str] = {}  # container id -> name
-        self.previous: dict[str, tuple[str, str, float]] = {}  # key -> (kind, name, cumulative CPU s)
+        self.previous: dict[str, tuple[str, str, float, float, str]] = {}  # see _read
         self.total: dict[tuple[str, str], float] = defaultdict(float)  # (kind, name) -> CPU s
         self.lock = threading.Lock()
 
@@ -84,13 +84,16 @@ class CpuSampler(threading.Thread):
             self.names.update(line.split(maxsplit=1) for line in listing.splitlines() if " " in line)
         return self.names.get(cid, cid[:12])
 
-    def _read(self) -> dict[str, tuple[str, str, float]]:
-        """Cumulative CPU seconds per source, keyed by what identifies it
-        for good (a container's id, a process's pid and start time)."""
-        now: dict[str, tuple[str, str, float]] = {"machine": ("machine", "busy", _busy_seconds())}
+    def _read(self) -> dict[str, tuple[str, str, float, float, str]]:
+        """Per source, keyed by what identifies it for good (a container's id,
+        a process's pid and start time): kind, name, its own cumulative CPU
+        seconds, those of the children it has reaped, and its parent's pid."""
+        now: dict[str, tuple[str, str, float, float, str]] = {
+            "machine": ("machine", "busy", _busy_seconds(), 0.0, "")}
         for cid, usage in _container_cgroups().items():
             try:
-                now[f"container:{cid}"] = ("container", self._container_name(cid), int(usage.read_text()) / 1e9)
+                now[f"container:{cid}"] = ("container", self._container_name(cid), int(usage.read_text()) / 1e9,
+                                           0.0, "")
             except (OSError, ValueError):
                 pass
         for pid in filter(str.isdigit, os.listdir("/proc")):
@@ -103,22 +106,20 @@ class CpuSampler(threading.Thread):
             if "libpod-" in cgroup:
                 continue  # counted with its container
             key = f"proc:{pid}:{fields[19]}"  # pid and start time
-            # own time (utime, stime) and that of the children it has reaped
-            used = sum(int(x) for x in fields[11:15]) / TICK
+            own = (int(fields[11]) + int(fields[12])) / TICK  # utime, stime
+            reaped = (int(fields[13]) + int(fields[14])) / TICK  # cutime, cstime
             known = self.previous.get(key)
             if known:  # classified when first seen: a zombie has no command line
-                now[key] = (known[0], known[1], used)
+                now[key] = (known[0], known[1], own, reaped, fields[1])
                 continue
             try:
                 cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode("utf-8", "replace")
             except OSError:
                 continue
             vm = re.search(r"qemu-system\S*\s.*-name (?:sandbox-)?(\S+)", cmdline)
-            if vm:
-                now[key] = ("vm", vm.group(1), used)
-            else:
-                now[key] = ("controller", next((k for k, pattern in PROCESS_KINDS if pattern.search(cmdline)),
-                                               "other"), used)
+            kind, name = ("vm", vm.group(1)) if vm else \
+                ("controller", next((k for k, pattern in PROCESS_KINDS if pattern.search(cmdline)), "other"))
+            now[key] = (kind, name, own, reaped, fields[1])
         return now
 
     def sample(self) -> None:
@@ -126,12 +127,29 @@ class CpuSampler(threading.Thread):
         elapsed = time.monotonic() - self.started
         interval: dict[tuple[str, str], float] = defaultdict(float)
         first = not self.previous
-        for key, (kind, name, value) in now.items():
+        # A child that ended since the last sample was counted up to then; its
+        # parent's reaped time now holds all of it: only the rest is new.
+        # Ended parents pass it on to the nearest one still running.
+        counted_children: dict[str, float] = defaultdict(float)
+        live_by_pid = {key.split(":")[1]: key for key in now if key.startswith("proc:")}
+        ended_by_pid = {key.split(":")[1]: key for key in self.previous
+                        if key.startswith("proc:") and key not in now}
+        for key in ended_by_pid.values():
+            _, _, own, reaped, ppid = self.previous[key]
+            for _ in range(64):  # up the chain of ended parents
+                if ppid in live_by_pid:
+                    counted_children[live_by_pid[ppid]] += own + reaped
+                    break
+                if ppid not in ended_by_pid:
+                    break
+                ppid = self.previous[ended_by_pid[ppid]][4]
+        for key, (kind, name, own, reaped, _) in now.items():
             known = self.previous.get(key)
-            # A source first seen now started after the last sample: all its
-            # time is new (at the very first sample, none of it is counted).
-            before = known[2] if known else (value if first else 0.0)
-            interval[(kind, name)] += max(0.0, value - before)
+            if known:
+                new = (own - known[2]) + max(0.0, reaped - known[3] - counted_children[key])
+            else:  # first seen now: started after the last sample (none of it counts at the first)
+                new = 0.0 if first else own + reaped
+            interval[(kind, name)] += max(0.0, new)
         self.previous = now
         steps = "+".join(self.running_steps()) or "-"
         with self.lock:

@@ -1,7 +1,8 @@
 """The VM suite stops waiting on a guest that cannot come back: a reboot is
 failed as soon as QEMU is gone, the kernel panics or the console falls
 silent, and the tests after it fail at once instead of timing out one by one.
-(The same code watched a real paused VM; see molecule/vm/tests/conftest.py.)"""
+A stand-in process plays QEMU here; QEMU's own "paused" status comes from its
+monitor (conftest.qemu_status, read on a real paused VM when it was written)."""
 
 from __future__ import annotations
 
