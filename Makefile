@@ -29,7 +29,7 @@ wheelhouse: setup ## Gather the wheels the sandbox hosts install vLLM's CPU buil
 	@scripts/timed.sh 'make wheelhouse' scripts/wheelhouse.sh >/dev/null
 
 demo: setup model wheelhouse ## Create a local sandbox host with the full stack and print where to chat
-	@scripts/timed.sh 'make demo (image, host, site.yml)' scripts/demo.sh
+	@scripts/timed.sh 'make demo: image, sandbox host and site.yml' scripts/demo.sh
 
 demo-destroy: ## Remove the demo sandbox host
 	@scripts/demo.sh destroy

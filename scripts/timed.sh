@@ -11,5 +11,5 @@ rc=$?
 dir="$(dirname "$0")/../.cache"
 mkdir -p "$dir"
 awk -v n="$name" -v r="$([[ $rc -eq 0 ]] && echo ok || echo FAILED)" -v a="$start" -v b="$EPOCHREALTIME" \
-  'BEGIN { printf "%s,%s,%.1f\n", n, r, b - a }' >> "$dir/make-steps.csv"
+  'BEGIN { gsub(/"/, "", n); printf "\"%s\",%s,%.1f\n", n, r, b - a }' >> "$dir/make-steps.csv"
 exit "$rc"
