@@ -210,8 +210,7 @@ def guest_rebooted(request):
     a reboot (hardening, firewall, both volumes): pytest_collection_modifyitems
     runs all the tests that come before it first. Returns the boot id from
     before the reboot."""
-    host = testinfra.get_host(f"ansible://{os.environ.get('VM_NAME', DEFAULT_VM_NAME)}"
-                              f"?ansible_inventory={request.config.option.ansible_inventory}")
+    host = testinfra.get_host(f"ansible://{name_of(None)}?ansible_inventory={request.config.option.ansible_inventory}")
     before = boot_id(host)
     reboot(host)
     assert boot_id(host) != before, "the guest answered with the boot id it had before the reboot"

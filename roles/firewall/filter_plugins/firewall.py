@@ -55,22 +55,25 @@ def _key(rule, source, port, proto) -> tuple:
     return (str(rule), _source(source), str(port), str(proto or "any").lower())
 
 
-def firewall_stale_rules(show_added: str, wanted, prefix: str = "llm:") -> list[dict]:
-    keep = {_key(w.get("rule"), w.get("from_ip"), w.get("to_port"), w.get("proto")) for w in wanted or []}
-    stale = []
+def _added_rules(show_added: str) -> list[tuple[tuple, str]]:
+    """(key, comment) of each line of `ufw show added` this filter can read."""
+    rules = []
     for line in (show_added or "").splitlines():
         match = _RULE.match(line.strip())
-        if not match or not match["comment"].startswith(prefix):
+        if not match:
             continue
         try:
-            key = _key(match["rule"], match["src"], match["port"] or match["bare_port"],
-                       match["proto"] or match["bare_proto"])
+            rules.append((_key(match["rule"], match["src"], match["port"] or match["bare_port"],
+                               match["proto"] or match["bare_proto"]), match["comment"]))
         except ValueError:
             continue
-        if key not in keep:
-            stale.append({"rule": key[0], "from_ip": key[1], "to_port": key[2], "proto": key[3],
-                          "comment": match["comment"]})
-    return stale
+    return rules
+
+
+def firewall_stale_rules(show_added: str, wanted, prefix: str = "llm:") -> list[dict]:
+    keep = {_key(w.get("rule"), w.get("from_ip"), w.get("to_port"), w.get("proto")) for w in wanted or []}
+    return [{"rule": key[0], "from_ip": key[1], "to_port": key[2], "proto": key[3], "comment": comment}
+            for key, comment in _added_rules(show_added) if comment.startswith(prefix) and key not in keep]
 
 
 def firewall_extra_rule(item: dict) -> dict:
@@ -78,22 +81,8 @@ def firewall_extra_rule(item: dict) -> dict:
             "to_port": str(item.get("port")), "comment": f"llm: {item.get('comment', 'extra rule')}"}
 
 
-def _listed(show_added: str) -> set[tuple]:
-    listed = set()
-    for line in (show_added or "").splitlines():
-        match = _RULE.match(line.strip())
-        if not match:
-            continue
-        try:
-            listed.add(_key(match["rule"], match["src"], match["port"] or match["bare_port"],
-                            match["proto"] or match["bare_proto"]) + (match["comment"],))
-        except ValueError:
-            continue
-    return listed
-
-
 def firewall_missing_rules(show_added: str, wanted) -> list[dict]:
-    listed = _listed(show_added)
+    listed = {key + (comment,) for key, comment in _added_rules(show_added)}
     missing = []
     for rule in wanted or []:
         try:
