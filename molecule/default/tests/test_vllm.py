@@ -274,6 +274,10 @@ def test_vllm_compile_cache_is_on_persistent_storage(host):
     unit = host.file(UNIT_FILE).content_string
     assert "CacheDirectory=vllm" in unit and "ProtectSystem=strict" in unit
     assert "RequiresMountsFor=" in unit
+    # The engine compiled the model's graph at its start (this scenario runs
+    # vLLM compiled, as GPU hosts do) and kept the result there, owned by it.
+    compiled = host.run("find /var/cache/vllm/vllm/torch_compile_cache -type f -user vllm").stdout.split()
+    assert compiled, host.run("ls -laR /var/cache/vllm").stdout[-2000:]
 
 
 def test_vllm_is_confined_to_loopback_by_the_sandbox(host):
