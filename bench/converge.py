@@ -3,7 +3,7 @@
 scripts/run_playbook.py); prints its figures, asserts nothing.
 
   P1  one host: fresh converge vs a no-op re-run (goal: re-run changed=0 and
-      <= 0.10x the converge).
+      <= 0.15x the converge).
   P2  no-op re-run on 8 hosts vs on 1 (goal <= 1.5x). The hosts run every
       role but vLLM's (`--skip-tags vllm`: eight CPU vLLM installs do not fit
       this 2-core machine); the figure says so.
@@ -136,7 +136,7 @@ def p1(workdir: Path, keep: bool, transport: str) -> None:
         fresh = run(inv, "fresh converge")
         noop = run(inv, "no-op re-run")
         ratio = noop["duration_s"] / fresh["duration_s"]
-        print(f"  re-run / converge = {ratio:.3f}  (goal <= 0.10); re-run changed={noop['totals']['changed']} "
+        print(f"  re-run / converge = {ratio:.3f}  (goal <= 0.15); re-run changed={noop['totals']['changed']} "
               "(goal 0)")
         print("  time per role, fresh converge: "
               + ", ".join(f"{r} {t:.0f}s" for r, t in fresh["role_time_s"].items()))
