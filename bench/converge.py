@@ -22,7 +22,12 @@ openssh-server from Debian's mirror and a throwaway key before any timing),
 or through `podman exec` (--transport podman: the Molecule scenarios' way;
 that plugin cannot pipeline, so every task costs several podman processes).
 
-Usage: bench/converge.py [p1|p2|all] [--hosts 8] [--transport ssh|podman] [--keep] [--reuse]
+The sandbox image carries a compiled-code cache for the zips Ansible's modules
+arrive in (scripts/sandbox_zipimport_cache.py), as the test hosts do; real
+hosts have none. --no-code-cache takes it off the bench hosts before any
+timing, for the figure a real host gets.
+
+Usage: bench/converge.py [p1|p2|all] [--hosts 8] [--transport ssh|podman] [--no-code-cache] [--keep] [--reuse]
 """
 
 from __future__ import annotations
@@ -47,7 +52,8 @@ def podman(*args: str, check: bool = True) -> str:
     return subprocess.run(["podman", *args], check=check, capture_output=True, text=True).stdout.strip()
 
 
-def create_hosts(names: list[str], workdir: Path, transport: str, reuse: bool = False) -> None:
+def create_hosts(names: list[str], workdir: Path, transport: str, reuse: bool = False,
+                 code_cache: bool = True) -> None:
     for name in [] if reuse else names:
         podman("rm", "-f", "--time", "5", name, check=False)
         podman("run", "-d", "--name", name, "--hostname", name, "--systemd=always", "--cap-add", "NET_ADMIN",
@@ -56,6 +62,10 @@ def create_hosts(names: list[str], workdir: Path, transport: str, reuse: bool = 
     for name in names:
         subprocess.run(["podman", "exec", name, "systemctl", "is-system-running", "--wait"],
                        capture_output=True, check=False)
+    if not code_cache:
+        for name in names:
+            podman("exec", name, "sh", "-c", "rm -rf /usr/local/lib/python3*/dist-packages/sandbox*zipimport*"
+                   " /var/cache/sandbox-zipimport")
     if transport == "ssh":
         key = workdir / "bench-key"
         if not key.exists():
@@ -127,10 +137,11 @@ def run(inv: str, label: str, skip_tags: str | None = None, limit: str | None = 
     return summary
 
 
-def p1(workdir: Path, keep: bool, transport: str) -> None:
-    print(f"P1: one sandbox host, full site.yml (vLLM CPU install included), over {transport}")
+def p1(workdir: Path, keep: bool, transport: str, code_cache: bool) -> None:
+    print(f"P1: one sandbox host, full site.yml (vLLM CPU install included), over {transport}, "
+          f"{'with' if code_cache else 'without'} the sandbox's compiled-code cache")
     names = ["bench-1"]
-    create_hosts(names, workdir, transport)
+    create_hosts(names, workdir, transport, code_cache=code_cache)
     try:
         inv = inventory(workdir / "p1", names, transport)
         fresh = run(inv, "fresh converge")
@@ -148,12 +159,13 @@ def p1(workdir: Path, keep: bool, transport: str) -> None:
                 podman("rm", "-f", "--time", "5", name, check=False)
 
 
-def p2(workdir: Path, count: int, keep: bool, transport: str, reuse: bool = False) -> None:
-    print(f"P2: no-op re-run on {count} sandbox hosts vs 1 (every role but vLLM: --skip-tags vllm), over {transport}")
+def p2(workdir: Path, count: int, keep: bool, transport: str, reuse: bool = False, code_cache: bool = True) -> None:
+    print(f"P2: no-op re-run on {count} sandbox hosts vs 1 (every role but vLLM: --skip-tags vllm), over {transport}, "
+          f"{'with' if code_cache else 'without'} the sandbox's compiled-code cache")
     print("  (the hosts form one fleet: all are vLLM hosts and gateways; the single-host run is the same"
           " inventory with --limit)")
     names = [f"bench-{i}" for i in range(1, count + 1)]
-    create_hosts(names, workdir, transport, reuse)
+    create_hosts(names, workdir, transport, reuse, code_cache)
     try:
         inv = inventory(workdir / "p2", names, transport)
         run(inv, f"{'settle' if reuse else 'converge'} {count} hosts", "vllm")
@@ -176,6 +188,8 @@ def main() -> int:
     parser.add_argument("--hosts", type=int, default=8)
     parser.add_argument("--transport", choices=["ssh", "podman"], default="ssh",
                         help="how Ansible reaches the containers (default: ssh, as on real hosts)")
+    parser.add_argument("--no-code-cache", dest="code_cache", action="store_false",
+                        help="take the sandbox's compiled-code cache off the hosts (what a real host runs)")
     parser.add_argument("--keep", action="store_true", help="keep the containers afterwards")
     parser.add_argument("--reuse", action="store_true",
                         help="P2 on bench-N containers kept from an earlier run (--keep): no create, no fresh converge")
@@ -184,9 +198,9 @@ def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="llm-bench-"))
     try:
         if args.which in ("p1", "all"):
-            p1(workdir, args.keep, args.transport)
+            p1(workdir, args.keep, args.transport, args.code_cache)
         if args.which in ("p2", "all"):
-            p2(workdir, args.hosts, args.keep, args.transport, args.reuse)
+            p2(workdir, args.hosts, args.keep, args.transport, args.reuse, args.code_cache)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     return 0

@@ -11,6 +11,10 @@
 # costs three or four podman and runc processes. The key for root is made
 # once into $SANDBOX_CACHE/container/id_ed25519; each container makes its own
 # host keys at first boot.
+#
+# Like the test VM, the image carries a compiled-code cache for the zips
+# Ansible's modules arrive in (scripts/sandbox_zipimport_cache.py): without it
+# every task compiles Ansible's module_utils again. Real hosts do without it.
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 source "$(dirname "$0")/lib.sh"
@@ -25,13 +29,14 @@ PACKAGES="$PACKAGES,unattended-upgrades,needrestart,debsums,apt-listchanges,libp
 PACKAGES="$PACKAGES,openssh-server"
 
 KEY="$SANDBOX_CACHE/container/id_ed25519"
+ZIPIMPORT_CACHE="$(dirname "$(readlink -f "$0")")/sandbox_zipimport_cache.py"
 if [[ ! -s "$KEY" || ! -s "$KEY.pub" ]]; then
   log "generating the sandbox containers' ssh key $KEY"
   mkdir -p "$(dirname "$KEY")" && chmod 0700 "$(dirname "$KEY")"
   rm -f "$KEY" "$KEY.pub"
   ssh-keygen -q -t ed25519 -N '' -C "private-llm-sandbox-container" -f "$KEY" >&2
 fi
-recipe_hash="$( { cat "$0"; echo "$PACKAGES"; cat "$KEY.pub"; cat /etc/apt/sources.list.d/*.sources 2>/dev/null || true; } \
+recipe_hash="$( { cat "$0" "$ZIPIMPORT_CACHE"; echo "$PACKAGES"; cat "$KEY.pub"; cat /etc/apt/sources.list.d/*.sources 2>/dev/null || true; } \
   | sha256sum | cut -c1-12)"
 image="$IMAGE_REPO:bookworm-$recipe_hash"
 
@@ -62,6 +67,9 @@ rm -f "$rootfs/etc/systemd/system/getty.target.wants/"* 2>/dev/null || true
 chroot "$rootfs" systemctl mask systemd-udevd.service systemd-udev-trigger.service \
   systemd-modules-load.service sys-kernel-config.mount getty@tty1.service >/dev/null 2>&1 || true
 chroot "$rootfs" apt-get clean
+pyver="$(chroot "$rootfs" python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
+install -D -m 0644 "$ZIPIMPORT_CACHE" "$rootfs/usr/local/lib/python$pyver/dist-packages/sandbox_zipimport_cache.py"
+echo 'import sandbox_zipimport_cache' >"$rootfs/usr/local/lib/python$pyver/dist-packages/sandbox-zipimport-cache.pth"
 # SSH: root logs in with the harness key only; host keys are made by each
 # container at its first boot, not shared through the image.
 install -d -m 0700 "$rootfs/root/.ssh"

@@ -8,7 +8,7 @@
 #   bookworm-<hash>.raw              sparse 6G ext4 root filesystem (no partition table)
 #   bookworm-<hash>.vmlinuz/.initrd  kernel and initrd for direct kernel boot
 #
-# <hash> covers this script, vm_zipimport_cache.py, the mirror, the ssh public key and the host apt
+# <hash> covers this script, sandbox_zipimport_cache.py, the mirror, the ssh public key and the host apt
 # configuration copied into the guest, so the image is rebuilt only when one of those
 # changes. Images of other hashes are removed after a successful build. Logs go to stderr.
 #
@@ -41,7 +41,7 @@ PACKAGES=(
 )
 
 SELF="$(readlink -f "${BASH_SOURCE[0]}")"
-ZIPIMPORT_CACHE="$(dirname "$SELF")/vm_zipimport_cache.py"
+ZIPIMPORT_CACHE="$(dirname "$SELF")/sandbox_zipimport_cache.py"
 
 mkdir -p "$VM_DIR"
 chmod 0700 "$VM_DIR"
@@ -175,7 +175,7 @@ EOF
 
 # Ansible's modules arrive as zips, and zipimport compiles their Python on
 # every task (~2 s of each task under TCG): a compiled-code cache in the guest
-# only, keyed by the source's hash (scripts/vm_zipimport_cache.py).
+# only, keyed by the source's hash (scripts/sandbox_zipimport_cache.py).
 pyver="$(chroot "$ROOTFS" python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
 site="$ROOTFS/usr/local/lib/python$pyver/dist-packages"
 install -D -m 0644 "$ZIPIMPORT_CACHE" "$site/sandbox_zipimport_cache.py"

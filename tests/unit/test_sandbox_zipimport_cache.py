@@ -1,4 +1,4 @@
-"""The test VM's compiled-code cache for zip imports (scripts/vm_zipimport_cache.py):
+"""The sandbox hosts' compiled-code cache for zip imports (scripts/sandbox_zipimport_cache.py):
 a module imported from a zip is compiled once and then loaded from the cache,
 runs the same, names the zip it came from in tracebacks, and a changed source
 is compiled anew. Each case imports in a fresh interpreter, as each Ansible
@@ -21,7 +21,7 @@ SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
 IMPORTER = """
 import json, sys, zipimport
 sys.path.insert(0, {scripts!r})
-import vm_zipimport_cache as hook
+import sandbox_zipimport_cache as hook
 zip_path, cache_dir, forbid = sys.argv[1], sys.argv[2], sys.argv[3] == "1"
 compiled = []
 def compile_source(pathname, source):
