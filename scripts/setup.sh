@@ -55,4 +55,8 @@ fi
 # The collections come with the pinned `ansible` package (no Galaxy needed).
 "$VENV/bin/ansible-galaxy" collection list community.general >/dev/null 2>&1 \
   || die "collection community.general missing from the venv; reinstall: rm -rf .venv && make setup"
+# Molecule's prerun runs `ansible-galaxy collection install -r requirements.yml`
+# into ansible.cfg's collections_path; with scenarios started side by side, two
+# of them creating that folder at once made one fail (FileExistsError). Made here.
+mkdir -p .ansible/collections/ansible_collections
 log "set-up complete"
