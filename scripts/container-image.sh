@@ -42,6 +42,9 @@ image="$IMAGE_REPO:bookworm-$recipe_hash"
 
 if podman image exists "$image"; then
   log "container image $image is cached"
+  # The scenarios start containers from the floating tag: it must name the
+  # image of this recipe and key, also after a build for another cache.
+  podman tag "$image" "$IMAGE_REPO:bookworm"
   echo "$image"
   exit 0
 fi
@@ -67,9 +70,7 @@ rm -f "$rootfs/etc/systemd/system/getty.target.wants/"* 2>/dev/null || true
 chroot "$rootfs" systemctl mask systemd-udevd.service systemd-udev-trigger.service \
   systemd-modules-load.service sys-kernel-config.mount getty@tty1.service >/dev/null 2>&1 || true
 chroot "$rootfs" apt-get clean
-pyver="$(chroot "$rootfs" python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
-install -D -m 0644 "$ZIPIMPORT_CACHE" "$rootfs/usr/local/lib/python$pyver/dist-packages/sandbox_zipimport_cache.py"
-echo 'import sandbox_zipimport_cache' >"$rootfs/usr/local/lib/python$pyver/dist-packages/sandbox-zipimport-cache.pth"
+python3 "$ZIPIMPORT_CACHE" "$rootfs" >/dev/null
 # SSH: root logs in with the harness key only; host keys are made by each
 # container at its first boot, not shared through the image.
 install -d -m 0700 "$rootfs/root/.ssh"

@@ -13,7 +13,8 @@ falls back to compiling. The zips hold module code only: a task's arguments
 travel in the wrapper Ansible pipes to the interpreter, never through here.
 
 scripts/vm-image.sh and scripts/container-image.sh install this file into the
-image's site directory with a .pth line that imports it; real hosts never get
+image's site directory with a .pth line that imports it (install_into_image,
+run as a script with the image's root folder); real hosts never get
 it, so bench/converge.py can measure a host without it (--no-code-cache).
 """
 
@@ -68,5 +69,28 @@ def install() -> None:
     zipimport._compile_source = cached_compile
 
 
-if os.geteuid() == 0:
+def install_into_image(rootfs: str, version: str | None = None) -> str:
+    """Copy this file into the site directory of the image built under rootfs
+    (for its python3, or the X.Y version given), with the .pth line that imports
+    it at every interpreter start; returns that directory. Both image scripts
+    call it (`python3 this-file ROOTFS`)."""
+    import shutil
+    import subprocess
+
+    if version is None:
+        version = subprocess.run(["chroot", rootfs, "python3", "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+                                 check=True, capture_output=True, text=True).stdout.strip()
+    site = os.path.join(rootfs, f"usr/local/lib/python{version}/dist-packages")
+    os.makedirs(site, mode=0o755, exist_ok=True)
+    shutil.copyfile(__file__, os.path.join(site, "sandbox_zipimport_cache.py"))
+    with open(os.path.join(site, "sandbox-zipimport-cache.pth"), "w", encoding="ascii") as pth:
+        pth.write("import sandbox_zipimport_cache\n")
+    for name in ("sandbox_zipimport_cache.py", "sandbox-zipimport-cache.pth"):
+        os.chmod(os.path.join(site, name), 0o644)
+    return site
+
+
+if __name__ == "__main__":
+    print(install_into_image(sys.argv[1]))
+elif os.geteuid() == 0:
     install()

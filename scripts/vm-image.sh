@@ -176,10 +176,7 @@ EOF
 # Ansible's modules arrive as zips, and zipimport compiles their Python on
 # every task (~2 s of each task under TCG): a compiled-code cache in the guest
 # only, keyed by the source's hash (scripts/sandbox_zipimport_cache.py).
-pyver="$(chroot "$ROOTFS" python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
-site="$ROOTFS/usr/local/lib/python$pyver/dist-packages"
-install -D -m 0644 "$ZIPIMPORT_CACHE" "$site/sandbox_zipimport_cache.py"
-echo 'import sandbox_zipimport_cache' >"$site/sandbox-zipimport-cache.pth"
+python3 "$ZIPIMPORT_CACHE" "$ROOTFS" >/dev/null
 
 # Serial console: root autologin on ttyS0 (console.log / debugging with -serial pty).
 mkdir -p "$ROOTFS/etc/systemd/system/serial-getty@ttyS0.service.d"

@@ -80,3 +80,23 @@ def test_an_unwritable_cache_falls_back_to_compiling(tmp_path):
     blocker.write_text("")
     result = import_from(make_zip(tmp_path / "mod.zip", "def value():\n    return 3\n"), blocker / "cache")
     assert result["value"] == 3 and result["compiled"]
+
+
+def test_an_image_gets_the_hook_in_its_site_directory_and_every_root_interpreter_loads_it(tmp_path):
+    sys.path.insert(0, str(SCRIPTS))
+    try:
+        import sandbox_zipimport_cache as hook
+    finally:
+        sys.path.remove(str(SCRIPTS))
+    version = "%d.%d" % sys.version_info[:2]
+    site_dir = Path(hook.install_into_image(str(tmp_path), version))
+    assert site_dir == tmp_path / f"usr/local/lib/python{version}/dist-packages"
+    assert (site_dir / "sandbox_zipimport_cache.py").read_bytes() == (SCRIPTS / "sandbox_zipimport_cache.py").read_bytes()
+    assert {oct(path.stat().st_mode & 0o777) for path in site_dir.iterdir()} == {"0o644"}
+    # A site directory's .pth lines run at start-up (site.addsitedir does what
+    # the image's interpreter does for its own dist-packages).
+    probe = ("import site, sys, zipimport; site.addsitedir(sys.argv[1]); "
+             "print(zipimport._compile_source.__module__)")
+    result = subprocess.run([sys.executable, "-S", "-c", probe, str(site_dir)],
+                            capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "sandbox_zipimport_cache"
