@@ -60,11 +60,11 @@ def test_duplicate_user_is_refused(run_playbook):
 @pytest.mark.parametrize("overrides, words", [
     ({"chainlit_host": "0.0.0.0"}, "chainlit_host must be loopback"),
     ({"chainlit_public_origin": "https://chat.example.org/"}, "it is https://chat.example.org/"),
-    ({"chainlit_extra_env": {"DATABASE_URL": "postgres://x"}}, "chainlit_extra_env may not set"),
-    ({"chainlit_max_tokens": 9000}, "chainlit_max_tokens between 1 and"),
+    ({"chainlit_extra_env": {"DATABASE_URL": "postgres://x"}}, "chainlit_extra_env must be a mapping and may not set"),
+    ({"chainlit_max_tokens": 9000}, "chainlit_max_tokens (9000) must be between 1 and"),
     ({"chainlit_openai_base_url": "http://10.1.2.3:8000/v1"}, "add that host's address to chainlit_ip_address_allow"),
     ({"chainlit_auth_mode": "header", "chainlit_auth_header": "X Bad"}, "chainlit_auth_header must be a header name"),
-    ({"chainlit_api_key": "short"}, "chainlit_api_key (vLLM's key) must be at least 16"),
+    ({"chainlit_api_key": "short"}, "chainlit_api_key (vLLM's key, vault_vllm_api_key) must be at least 16"),
 ])
 def test_bad_setting_is_named(run_playbook, overrides, words):
     result = run_playbook(TASKS, settings(**overrides))

@@ -177,7 +177,7 @@ def test_server_names_a_certificate_cannot_carry_are_refused(run_playbook, names
 def test_the_gateway_port_may_not_be_a_backend_port(run_playbook):
     result = run_playbook(TASKS, settings(gateway_port=8000))
     assert result.returncode != 0
-    assert "must be distinct ports" in result.stdout
+    assert "gateway_port (8000) must differ from gateway_chainlit_port and gateway_vllm_port" in result.stdout
 
 
 @pytest.mark.parametrize("overrides", [{"gateway_replica_port": 443}, {"gateway_pool_port": 8001},

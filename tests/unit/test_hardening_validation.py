@@ -38,7 +38,7 @@ def test_defaults_pass(run_playbook):
     ({"hardening_swap_mode": "encrypted", "hardening_swap_device": "/var/swap.img",
       "hardening_swap_file_size": "lots"}, "hardening_swap_file_size is a size"),
     ({"hardening_journald_storage": "auto"}, "hardening_journald_storage must be persistent or volatile"),
-    ({"hardening_journald_max_retention": "forever"}, "hardening_journald_max_retention is a time span"),
+    ({"hardening_journald_max_retention": "forever"}, "hardening_journald_max_retention (forever) must be a time span"),
     ({"hardening_journald_max_use": "a lot"}, "hardening_journald_max_use"),
     ({"hardening_ssh_permit_root_login": "yes"}, "never a\nroot password"),
     ({"hardening_ssh_admin_group": "SSH Admins"}, "hardening_ssh_admin_group is a group name"),

@@ -1,6 +1,8 @@
 """Bad input stops the vllm role before the service is touched: its first
-task file (validate.yml, imported first by tasks/main.yml) runs here against
-a model directory on this machine, with real ansible-playbook."""
+task files (validate.yml, the settings, which playbooks/preflight.yml also
+runs before any host changes; context.yml, the staged model and the context
+that fits) run here against a model directory on this machine, with real
+ansible-playbook."""
 
 from __future__ import annotations
 
@@ -18,6 +20,11 @@ TASKS = """\
   ansible.builtin.include_role:
     name: vllm
     tasks_from: validate.yml
+
+- name: Size the context as the vllm role does
+  ansible.builtin.include_role:
+    name: vllm
+    tasks_from: context.yml
 """
 
 QWEN3_4B = {
@@ -85,6 +92,7 @@ def test_short_api_key_is_refused_without_showing_it(run_playbook, model):
     result = run_playbook(TASKS, settings(model, vllm_api_key="short-secret"))
     assert result.returncode != 0
     assert "short-secret" not in result.stdout + result.stderr
+    assert "vllm_api_key (vault_vllm_api_key in the vault" in result.stdout
 
 
 def test_a_good_model_on_a_24gb_card_gets_a_fitting_context(run_playbook, model):
