@@ -13,13 +13,13 @@ the converged `llm-node1`, whose services must still answer.
 
 from __future__ import annotations
 
-import configparser
 import difflib
 import json
 import os
-import subprocess
+from datetime import datetime
 from pathlib import Path
 
+import playbook_report  # molecule/shared, on the path by conftest.py
 import pytest
 import testinfra
 
@@ -64,6 +64,9 @@ BAD_INPUTS = {
     "tls-1-0": ({"gateway_tls_protocols": ["TLSv1"]}, "gateway_tls_protocols"),
     "gateway-logs-headers": ({"gateway_error_log_level": "debug"}, "gateway_error_log_level"),
     "certificate-renewed-after-expiry": ({"gateway_cert_renew_days": 400}, "gateway_cert_renew_days"),
+    "replica-the-inventory-lacks": ({"llm_replicas": ["llm-ghost"]}, "llm_replicas"),
+    "shared-port-out-of-range": ({"llm_replica_port": 70000}, "llm_replica_port"),
+    "secrets-store-relative": ({"llm_secrets_dir": "secrets/mysite"}, "llm_secrets_dir"),
 }
 
 # What a run may not change, read in one round trip: packages, everything
@@ -106,30 +109,13 @@ def write_inventory(directory: Path, address: str) -> Path:
     return path
 
 
-def json_config(directory: Path) -> Path:
-    """The project's ansible.cfg with the JSON report as the only output."""
-    config = configparser.ConfigParser(interpolation=None)
-    config.read(PROJECT / "ansible.cfg")
-    config["defaults"].pop("callbacks_enabled", None)
-    config["defaults"].update({"stdout_callback": "ansible.builtin.json", "roles_path": str(PROJECT / "roles"),
-                               "collections_path": str(PROJECT / ".ansible/collections")})
-    path = directory / "ansible.cfg"
-    with path.open("w") as handle:
-        config.write(handle)
-    return path
-
-
 def run_site(directory: Path, address: str) -> dict:
     """site.yml against every alias of the host; the JSON callback's report."""
     inventory = write_inventory(directory, address)
-    env = {**os.environ, "ANSIBLE_CONFIG": str(json_config(directory)), "ANSIBLE_FORCE_COLOR": "false"}
-    for name in ("ANSIBLE_STDOUT_CALLBACK", "ANSIBLE_CALLBACKS_ENABLED", "ANSIBLE_CALLBACK_WHITELIST"):
-        env.pop(name, None)
     # Eight at a time: sshd accepts ten unauthenticated connections at once.
-    run = subprocess.run(["ansible-playbook", "-i", str(inventory), "--forks", "8", str(PROJECT / "site.yml")],
-                         cwd=PROJECT, env=env, capture_output=True, text=True, timeout=900, check=False)
-    assert run.returncode != 0, "site.yml succeeded with bad settings:\n" + run.stdout[-3000:]
-    report = json.loads(run.stdout[run.stdout.index("{"):])
+    status, report = playbook_report.run_playbook(directory, ["-i", str(inventory), "--forks", "8",
+                                                              str(PROJECT / "site.yml")])
+    assert status != 0, "site.yml succeeded with bad settings"
     return report
 
 
@@ -144,6 +130,30 @@ def failures(report: dict) -> dict[str, tuple[str, str, str]]:
                                                           if item.get("failed")]
                     found[alias] = (play["play"]["name"], task["task"]["name"], " ".join(map(str, messages)))
     return found
+
+
+def seconds_to_fail(report: dict) -> dict[str, float]:
+    """For each alias that failed: seconds from the run's first task to the end
+    of the task that stopped it (the tasks run in step on every alias)."""
+    stamp = "%Y-%m-%dT%H:%M:%S.%fZ"
+    tasks = [task for play in report["plays"] for task in play["tasks"]]
+    start = datetime.strptime(tasks[0]["task"]["duration"]["start"], stamp)
+    found = {}
+    for task in tasks:
+        end = datetime.strptime(task["task"]["duration"]["end"], stamp)
+        for alias, result in task["hosts"].items():
+            if (result.get("failed") or result.get("unreachable")) and alias not in found:
+                found[alias] = round((end - start).total_seconds(), 1)
+    return found
+
+
+def record_times(report: dict, name: str) -> None:
+    """Each kind's time to fail, for the record (the test reports folder)."""
+    folder = Path(os.environ.get("LLM_TEST_REPORTS", "/tmp"))
+    times = seconds_to_fail(report)
+    lines = ["kind,variable,seconds_to_fail"] + [f"{alias},{variable},{times.get(alias, '')}"
+                                                  for alias, (_, variable) in BAD_INPUTS.items()]
+    (folder / f"bad-input-{name}.csv").write_text("\n".join(lines + [f"{GOOD},,{times.get(GOOD, '')}"]) + "\n")
 
 
 def check_report(report: dict) -> list[str]:
@@ -171,6 +181,7 @@ def difference(before: list[str], after: list[str]) -> str:
 def fresh_run(host, tmp_path_factory):
     before = snapshot(host)
     report = run_site(tmp_path_factory.mktemp("bad-input-fresh"), "10.88.200.12")
+    record_times(report, "fresh")
     return before, report, snapshot(host)
 
 
@@ -179,6 +190,7 @@ def converged_run(tmp_path_factory):
     node = testinfra.get_host("ansible://llm-node1", ansible_inventory=os.environ["MOLECULE_INVENTORY_FILE"])
     before = snapshot(node)
     report = run_site(tmp_path_factory.mktemp("bad-input-converged"), "10.88.200.11")
+    record_times(report, "converged")
     return node, before, report, snapshot(node)
 
 
