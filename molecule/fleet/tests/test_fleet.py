@@ -252,6 +252,10 @@ def test_an_update_stops_at_the_first_failing_host_and_leaves_the_rest_untouched
     assert run.returncode != 0, run.stdout[-3000:]
     recap = run.stdout.rsplit("PLAY RECAP", 1)[1].splitlines()
     assert "failed=1" in next(line for line in recap if line.startswith("fleet-node1")), recap
+    # It stopped at the gate, after the drain and the update, not earlier.
+    assert "TASK [gateway : Ask for a real completion through this replica's TLS listener" in run.stdout, \
+        run.stdout[-3000:]
+    assert "could not take" not in run.stdout + run.stderr
     # The second replica was not touched and serves alone; the failed one
     # stays out of the pool (the next update or site.yml run puts it back).
     assert started(nodes["fleet-node2"]) == node2_started
