@@ -85,7 +85,15 @@ def test_gpu_host_without_gpu_facts_fails_before_start(run_playbook, model):
 def test_api_key_on_the_command_line_is_refused(run_playbook, model):
     result = run_playbook(TASKS, settings(model, vllm_extra_args=["--api-key", "x"]))
     assert result.returncode != 0
-    assert "may carry neither --trust-remote-code nor --api-key" in result.stdout
+    assert "vllm_extra_args may not carry --api-key" in result.stdout
+    assert "--trust-remote-code" not in result.stdout, "the message names a rule that holds"
+
+
+def test_a_listener_beyond_loopback_is_refused_naming_only_vllm_host(run_playbook, model):
+    result = run_playbook(TASKS, settings(model, vllm_host="0.0.0.0"))
+    assert result.returncode != 0
+    assert "vllm_host must be a loopback address" in result.stdout and "(got 0.0.0.0)" in result.stdout
+    assert "vllm_device" not in result.stdout and "vllm_extra_args" not in result.stdout
 
 
 def test_short_api_key_is_refused_without_showing_it(run_playbook, model):
