@@ -12,7 +12,8 @@ processes), sampled every 10 s into cpu.csv in the reports folder
 
 The lanes in LANES run side by side (their output lines prefixed with the
 scenario's name, "lint" or "unit"); the steps of one lane run one after
-another; --serial runs everything in one lane.
+another, and the first lane to finish takes the next item of SHARED_TAIL;
+--serial runs everything in one lane.
 
 Usage: scripts/run-tests.py [--scenario NAME ...] [--serial] [--skip-lint] [--skip-unit] [--no-molecule]
 """
@@ -23,6 +24,7 @@ import argparse
 import concurrent.futures
 import csv
 import os
+import queue
 import subprocess
 import sys
 import tempfile
@@ -38,17 +40,16 @@ MAKE_STEPS = PROJECT / ".cache" / "make-steps.csv"
 SCENARIOS = ["default", "fleet", "vm"]
 # Two lanes side by side: the QEMU guest (the longest chain of steps: its
 # tasks run one at a time at emulated speed) keeps about one of the two cores
-# busy from the start, and lint and the unit tests follow it; the other lane
-# runs the container scenarios one after another. Measured on this 2-core
-# machine: in f704459's clean clone lint, unit, default and fleet took 2875 s
-# in one lane while the VM's was done at 2368 s, so the unit tests moved to
-# the VM's lane; in CI's run of 0df52df lint, default and fleet still took
-# 2358 s against 2168 s for the VM and the unit tests, so lint (43 s) moved
-# too. Both lanes keep the machine CPU-bound (1.6-2.0 cores busy): a third
-# lane would only slow each. The lanes share no hosts, ports or secrets files
-# (the VM's volume key has a folder of its own). --serial runs everything in
-# one lane.
-LANES = [["default", "fleet"], ["vm", "lint", "unit"]]
+# busy from the start; the other lane runs the container scenarios one after
+# another. Both keep the machine CPU-bound (1.6-2.0 cores busy): a third lane
+# would only slow each. The unit tests and lint come last, each taken by the
+# first lane to be free: which lane ends first moves with every change (in
+# CI's run of 0f6fd9e the container lane was done at 3144 s, the VM's at
+# 3346 s, and the unit tests and lint then ran behind the VM alone until
+# 3687 s). The lanes share no hosts, ports or secrets files (the VM's volume
+# key has a folder of its own). --serial runs everything in one lane.
+LANES = [["default", "fleet"], ["vm"]]
+SHARED_TAIL = ["unit", "lint"]
 MOLECULE_SEQUENCE = ["destroy", "syntax", "create", "prepare", "converge", "idempotence", "verify"]
 # fleet's tests re-run site.yml after a rolling update and require changed=0
 # on every host; a separate idempotence step would only repeat that (and
@@ -174,14 +175,28 @@ def main() -> int:
     chosen = {name for name, skipped in (("lint", args.skip_lint), ("unit", args.skip_unit)) if not skipped}
     if not args.no_molecule:
         chosen |= set(args.scenario or SCENARIOS)
-    lanes = [[item for lane in LANES for item in lane if item in chosen]] if args.serial else \
-        [[item for item in lane if item in chosen] for lane in LANES]
-    lanes = [lane for lane in lanes if lane]
+    tail = [item for item in SHARED_TAIL if item in chosen]
+    lanes = [[item for item in lane if item in chosen] for lane in LANES]
+    if args.serial:
+        lanes = [[item for lane in lanes for item in lane] + tail]
+        tail = []
+    lanes = [lane for lane in lanes if lane] or [[]]
+    shared = queue.SimpleQueue()
+    for item in tail:
+        shared.put(item)
+
+    def run_item(item: str, prefix: str) -> None:
+        checks[item](prefix) if item in checks else scenario_run(item, prefix)
 
     def lane_run(lane: list[str], parallel: bool) -> None:
         for item in lane:
-            prefix = f"[{item}] " if parallel else ""
-            checks[item](prefix) if item in checks else scenario_run(item, prefix)
+            run_item(item, f"[{item}] " if parallel else "")
+        while True:  # then the shared tail, one item at a time
+            try:
+                item = shared.get_nowait()
+            except queue.Empty:
+                return
+            run_item(item, f"[{item}] " if parallel else "")
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=len(lanes)) as pool:
         for done in [pool.submit(lane_run, lane, len(lanes) > 1) for lane in lanes]:
