@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import csv
+import itertools
 import os
 import queue
 import subprocess
@@ -185,18 +186,17 @@ def main() -> int:
     for item in tail:
         shared.put(item)
 
-    def run_item(item: str, prefix: str) -> None:
-        checks[item](prefix) if item in checks else scenario_run(item, prefix)
+    def next_shared() -> str | None:
+        try:
+            return shared.get_nowait()
+        except queue.Empty:
+            return None
 
     def lane_run(lane: list[str], parallel: bool) -> None:
-        for item in lane:
-            run_item(item, f"[{item}] " if parallel else "")
-        while True:  # then the shared tail, one item at a time
-            try:
-                item = shared.get_nowait()
-            except queue.Empty:
-                return
-            run_item(item, f"[{item}] " if parallel else "")
+        # The lane's own items, then the shared tail one item at a time.
+        for item in itertools.chain(lane, iter(next_shared, None)):
+            prefix = f"[{item}] " if parallel else ""
+            checks[item](prefix) if item in checks else scenario_run(item, prefix)
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=len(lanes)) as pool:
         for done in [pool.submit(lane_run, lane, len(lanes) > 1) for lane in lanes]:
