@@ -77,7 +77,7 @@ cat <<MSG
              trust the sandbox CA: secrets/sandbox/gateway-ca.crt
              (the model is a tiny random one: replies are gibberish, but real)
   API:       curl --cacert secrets/sandbox/gateway-ca.crt \\
-               -H "Authorization: Bearer \$(cat secrets/sandbox/vllm-api-key)" \\
+               -H "Authorization: Bearer \$(cat secrets/sandbox/api-clients/app)" \\
                https://$address/v1/models
   Shell:     podman exec -it $NAME bash   (or: ssh -i $SANDBOX_CACHE/container/id_ed25519 root@$address)
   Remove:    make demo-destroy

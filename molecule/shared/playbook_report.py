@@ -45,3 +45,10 @@ def changed_tasks(report: dict, host: str) -> list[str]:
     return [f"{play['play']['name']} / {task['task']['name']}"
             for play in report["plays"] for task in play["tasks"]
             if task["hosts"].get(host, {}).get("changed")]
+
+
+def failed_tasks(report: dict) -> list[str]:
+    """The tasks that failed or found a host unreachable: "host: play / task: message"."""
+    return [f"{host}: {play['play']['name']} / {task['task']['name']}: {str(result.get('msg', ''))[:500]}"
+            for play in report["plays"] for task in play["tasks"]
+            for host, result in task["hosts"].items() if result.get("failed") or result.get("unreachable")]

@@ -106,4 +106,59 @@ def test_inline_scripts_are_hashed_exactly_and_external_ones_ignored():
 
 
 def test_the_filters_are_registered_under_their_names():
-    assert set(gateway.FilterModule().filters()) == {"gateway_san_list", "gateway_path_regex", "gateway_script_hashes"}
+    assert set(gateway.FilterModule().filters()) == {"gateway_san_list", "gateway_path_regex", "gateway_script_hashes",
+                                                     "gateway_api_client_errors", "gateway_api_client_list"}
+
+
+# --- gateway_api_client_errors / gateway_api_client_list --------------------------
+
+GOOD_KEY = "k" * 40
+
+
+def test_well_formed_api_clients_have_no_errors():
+    clients = [{"name": "claims-batch", "key": GOOD_KEY, "networks": ["10.20.30.0/24", "2001:db8::/48"],
+                "rate": "2r/s", "burst": 0},
+               {"name": "notebook_2"}]
+    assert gateway.gateway_api_client_errors(clients, False, "another-key") == []
+    assert gateway.gateway_api_client_errors([], False, "") == []
+
+
+@pytest.mark.parametrize(("clients", "expected"), [
+    ("app", "gateway_api_clients must be a list"),
+    ([{"name": "app"}, "batch"], "gateway_api_clients[1] must be a mapping"),
+    ([{"name": "a b"}], "gateway_api_clients[0] needs a name of 1-64 letters"),
+    ([{"key": GOOD_KEY}], "gateway_api_clients[0] needs a name"),
+    ([{"name": "app"}, {"name": "app"}], "gateway_api_clients[1] (app) has the name of gateway_api_clients[0]"),
+    ([{"name": "app", "nets": ["10.0.0.0/8"]}], "gateway_api_clients[0] (app) has unknown settings nets"),
+    ([{"name": "app", "key": "short"}], "gateway_api_clients[0] (app): its key must be 32-256 characters"),
+    ([{"name": "app", "key": GOOD_KEY + '"; return 200'}], "its key must be 32-256 characters"),
+    ([{"name": "app", "key": GOOD_KEY}, {"name": "b", "key": GOOD_KEY}],
+     "gateway_api_clients[1] (b) has the key of gateway_api_clients[0]"),
+    ([{"name": "app", "networks": "10.0.0.0/8"}], "gateway_api_clients[0] (app): networks must be a non-empty list"),
+    ([{"name": "app", "networks": ["10.0.0.300/8"]}], "networks holds 10.0.0.300/8, not a network"),
+    ([{"name": "app", "networks": ["0.0.0.0/0"]}], "every address on the Internet"),
+    ([{"name": "app", "rate": "fast"}], "gateway_api_clients[0] (app): rate must be a rate"),
+    ([{"name": "app", "burst": -1}], "gateway_api_clients[0] (app): burst must be a whole number"),
+])
+def test_each_api_client_problem_is_named_with_the_client_and_the_fix(clients, expected):
+    errors = gateway.gateway_api_client_errors(clients, False, "")
+    assert any(expected in error for error in errors), errors
+
+
+def test_a_client_given_vllms_own_key_is_refused_without_showing_the_key():
+    errors = gateway.gateway_api_client_errors([{"name": "app", "key": GOOD_KEY}], False, GOOD_KEY)
+    assert len(errors) == 1 and "vLLM's own key (llm_vllm_api_key)" in errors[0]
+    assert GOOD_KEY not in " ".join(errors)
+
+
+def test_a_world_network_passes_for_a_client_only_when_allowed():
+    assert gateway.gateway_api_client_errors([{"name": "app", "networks": ["::/0"]}], True, "") == []
+
+
+def test_clients_get_the_defaults_they_do_not_set_and_never_their_key():
+    clients = [{"name": "app", "key": GOOD_KEY}, {"name": "batch", "networks": ["10.1.2.3/24"], "rate": "6r/m",
+                                                   "burst": 1}]
+    assert gateway.gateway_api_client_list(clients, ["10.88.0.1"], "10r/s", 20) == [
+        {"index": 0, "name": "app", "networks": ["10.88.0.1/32"], "rate": "10r/s", "burst": 20},
+        {"index": 1, "name": "batch", "networks": ["10.1.2.0/24"], "rate": "6r/m", "burst": 1},
+    ]

@@ -200,3 +200,13 @@ def test_health_check_settings_below_one_are_refused(run_playbook, overrides):
     result = run_playbook(TASKS, settings(**overrides))
     assert result.returncode != 0
     assert "at least 1" in result.stdout
+
+
+def test_bad_api_clients_are_refused_by_name_and_their_keys_never_shown(run_playbook):
+    key = "Kq7" * 12
+    clients = [{"name": "claims-batch", "key": key}, {"name": "claims-batch", "rate": "fast"}]
+    result = run_playbook(TASKS, settings(gateway_api_clients=clients))
+    assert result.returncode != 0
+    assert "gateway_api_clients[1] (claims-batch) has the name of gateway_api_clients[0]" in result.stdout
+    assert "gateway_api_clients[1] (claims-batch): rate must be a rate such as 2r/s" in result.stdout
+    assert key not in result.stdout + result.stderr

@@ -46,6 +46,7 @@ BAD_INPUTS = {
     "chat-user-listed-twice": ({"chainlit_users": [{"name": "bob", "password": LONG},
                                                    {"name": "bob", "password": LONG + "y"}]}, "chainlit_users"),
     "api-key-too-weak": ({"vault_vllm_api_key": "short"}, "vllm_api_key"),
+    "api-client-key-too-weak": ({"gateway_api_clients": [{"name": "app", "key": "short"}]}, "gateway_api_clients"),
     "cookie-secret-too-weak": ({"vault_chainlit_auth_secret": "tooshort"}, "chainlit_auth_secret"),
     "vllm-on-every-address": ({"vllm_host": "0.0.0.0"}, "vllm_host"),
     "vllm-trusts-remote-code": ({"vllm_extra_args": ["--trust-remote-code"]}, "vllm_extra_args"),

@@ -17,6 +17,7 @@ from __future__ import annotations
 import http.client
 import importlib.util
 import json
+import os
 import re
 import socket
 import ssl
@@ -28,6 +29,7 @@ from pathlib import Path
 import pytest
 
 import netprobe
+import playbook_report  # molecule/shared, on the path by conftest.py
 
 testinfra_hosts = ["gateways"]
 
@@ -36,6 +38,10 @@ MODEL = "Qwen3-4B-Instruct-2507"
 VLLM_ENV = "/etc/vllm/vllm.env"
 TLS_DIR = "/etc/nginx/tls"
 ACCESS_LOG = "/var/log/nginx/gateway-access.log"
+CLIENTS_FILE = "/etc/nginx/api-clients.conf"
+# The sandbox inventory's API clients (inventory/sandbox/group_vars/gateways.yml):
+# batch is held to 6 requests a minute with a burst of 1.
+CLIENTS = ("app", "notebook", "batch")
 ERROR_LOG = "/var/log/nginx/error.log"
 
 # vLLM routes that must never be reachable through the gateway, with or
@@ -78,11 +84,27 @@ def ca_file(secrets_dir):
 
 
 @pytest.fixture(scope="module")
-def api_key(host):
+def vllm_key(host):
+    """vLLM's own key, as the host holds it (no client is given it)."""
     for line in host.file(VLLM_ENV).content_string.splitlines():
         if line.startswith("VLLM_API_KEY="):
             return line.split("=", 1)[1].strip()
     raise AssertionError(f"no VLLM_API_KEY in {VLLM_ENV}")
+
+
+@pytest.fixture(scope="module")
+def client_keys(secrets_dir):
+    """Each API client's key (gateway_api_clients of the sandbox inventory),
+    as generated into the controller's secrets store."""
+    keys = {name: (secrets_dir / "api-clients" / name).read_text().strip() for name in CLIENTS}
+    assert all(len(key) >= 32 for key in keys.values()), "a client key is missing or short"
+    return keys
+
+
+@pytest.fixture(scope="module")
+def api_key(client_keys):
+    """The key an API client sends: the sandbox's client `app`."""
+    return client_keys["app"]
 
 
 @pytest.fixture(scope="module")
@@ -380,10 +402,72 @@ def test_models_route_lists_the_model_for_an_allowed_client_with_the_key(gateway
     assert [m["id"] for m in json.loads(body)["data"]] == [MODEL]
 
 
-def test_api_without_or_with_a_wrong_key_is_refused_by_vllm(gateway):
+def test_api_without_or_with_a_wrong_key_is_refused(gateway):
     assert gateway("GET", "/v1/models")[0] == 401
     assert gateway("GET", "/v1/models", headers=bearer("wrong-key-0123456789"))[0] == 401
+    assert gateway("GET", "/v1/models", headers=bearer(uuid.uuid4().hex * 2))[0] == 401
     assert gateway("POST", "/v1/chat/completions", body=chat_body())[0] == 401
+
+
+# --- API clients, one key each (gateway_api_clients) -------------------------------
+
+def test_each_api_client_is_served_with_its_own_key(gateway, client_keys):
+    for name in ("app", "notebook"):
+        status, _, body = gateway("POST", "/v1/chat/completions", headers=bearer(client_keys[name]),
+                                  body=chat_body(max_tokens=2))
+        assert status == 200, (name, body[:300])
+
+
+def test_vllms_own_key_is_refused_at_the_gateway_but_taken_by_vllm_itself(host, gateway, vllm_key):
+    assert gateway("GET", "/v1/models", headers=bearer(vllm_key))[0] == 401
+    assert gateway("POST", "/v1/chat/completions", headers=bearer(vllm_key), body=chat_body())[0] == 401
+    # The key is vLLM's: on the host, straight to vLLM, it works.
+    result = host.run("python3 -c %s %s %s", ON_HOST_VLLM, "GET", "/v1/models")
+    assert result.stdout.strip() == "200", result.stdout + result.stderr[-300:]
+
+
+def test_one_client_is_rate_limited_while_another_is_not(gateway, client_keys):
+    batch = [gateway("GET", "/v1/models", headers=bearer(client_keys["batch"]))[0] for _ in range(4)]
+    app = [gateway("GET", "/v1/models", headers=bearer(client_keys["app"]))[0] for _ in range(4)]
+    assert batch[0] == 200 and 429 in batch, batch
+    assert app == [200] * 4, app
+
+
+def test_the_access_log_names_the_api_client_and_no_key(host, gateway, client_keys, vllm_key):
+    page = f"/{uuid.uuid4().hex}"  # a line of its own to find
+    assert gateway("GET", "/v1/models", headers=bearer(client_keys["notebook"]))[0] == 200
+    gateway("GET", page)
+    time.sleep(0.5)
+    log = host.file(ACCESS_LOG).content_string
+    models = [line for line in log.splitlines() if '"GET /v1/models HTTP/1.1" 200' in line]
+    assert models and models[-1].endswith(" notebook"), models[-1:]
+    # A request without a client's key (the chat's) names no client.
+    assert [line for line in log.splitlines() if page in line][-1].endswith(" -")
+    assert not [key for key in (*client_keys.values(), vllm_key) if key in log], "a key is in the access log"
+
+
+def test_client_keys_and_vllms_key_are_only_in_the_root_only_clients_file(host, client_keys, vllm_key):
+    clients = host.file(CLIENTS_FILE)
+    assert (clients.user, clients.group, clients.mode) == ("root", "root", 0o600)
+    text = clients.content_string
+    assert all(key in text for key in client_keys.values()) and vllm_key in text
+    others = host.run("find /etc/nginx /var/log/nginx -type f ! -path %s -exec cat {} +", CLIENTS_FILE).stdout
+    assert not [key for key in (*client_keys.values(), vllm_key) if key in others], \
+        "a key is in another file of /etc/nginx or /var/log/nginx"
+    assert not [key for key in client_keys.values() if key in host.run("ps -eo args").stdout]
+
+
+def test_client_keys_are_in_no_ansible_output(client_keys):
+    """The converge and idempotence runs' output (kept by run-tests.py) never
+    shows a client's key (the clients file is written with no_log)."""
+    reports = os.environ.get("LLM_TEST_REPORTS")
+    if not reports:
+        pytest.skip("LLM_TEST_REPORTS is not set: run through scripts/run-tests.py (make test)")
+    for step in ("converge", "idempotence"):
+        text = Path(reports, f"molecule-default-{step}.log").read_text(errors="replace")
+        assert "TASK [gateway : Write the API clients and their keys]" in text, step
+        if [key for key in client_keys.values() if key in text]:
+            pytest.fail(f"a client key appears in the {step} output")
 
 
 def test_chat_completion_through_the_gateway_returns_tokens(gateway, api_key):
@@ -584,3 +668,38 @@ def test_chainlit_websocket_upgrades_through_the_gateway(chainlit, host_address,
                               f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
             head = tls_sock.recv(4096).decode(errors="replace")
     assert head.startswith("HTTP/1.1 101"), head[:200]
+
+
+# --- last: a client removed, another's key rotated, then the clients restored -----
+
+def test_a_removed_client_is_refused_while_the_others_work_and_one_key_rotates_alone(
+        host, gateway, client_keys, secrets_dir, tmp_path):
+    """playbooks/rotate-secrets.yml rotates the client `app` alone while the
+    inventory no longer lists `notebook`: notebook's key is refused, app's
+    old key too, app's new key and batch's key work, nothing else changed.
+    playbooks/gateway.yml with the inventory's clients then brings notebook
+    back with its key (kept on the controller). Last in this module: the keys
+    the fixtures read before are app's old one."""
+    vllm_env = host.file(VLLM_ENV).content_string
+    without_notebook = [{"name": "app"}, {"name": "batch", "rate": "6r/m", "burst": 1}]
+    status, report = playbook_report.run_playbook(
+        tmp_path, ["-i", os.environ["MOLECULE_INVENTORY_FILE"], "--tags", "rotate,gateway",
+                   "-e", json.dumps({"rotate_api_clients": ["app"], "gateway_api_clients": without_notebook}),
+                   "playbooks/rotate-secrets.yml"])
+    assert status == 0, playbook_report.failed_tasks(report)
+    new_app = (secrets_dir / "api-clients" / "app").read_text().strip()
+    assert len(new_app) >= 32 and new_app != client_keys["app"]
+    assert not list((secrets_dir / "api-clients").glob("*.previous")), "the retired key was left behind"
+    assert (secrets_dir / "api-clients" / "batch").read_text().strip() == client_keys["batch"]
+    assert host.file(VLLM_ENV).content_string == vllm_env, "vLLM's key changed with a client's"
+    models = ("GET", "/v1/models")
+    assert gateway(*models, headers=bearer(client_keys["notebook"]))[0] == 401
+    assert gateway(*models, headers=bearer(client_keys["app"]))[0] == 401
+    assert gateway(*models, headers=bearer(new_app))[0] == 200
+    assert gateway(*models, headers=bearer(client_keys["batch"]))[0] == 200
+
+    status, report = playbook_report.run_playbook(
+        tmp_path, ["-i", os.environ["MOLECULE_INVENTORY_FILE"], "playbooks/gateway.yml"])
+    assert status == 0, playbook_report.failed_tasks(report)
+    assert gateway(*models, headers=bearer(client_keys["notebook"]))[0] == 200
+    assert gateway(*models, headers=bearer(new_app))[0] == 200

@@ -70,11 +70,12 @@ def secrets_dir(gw):
 @pytest.fixture(scope="module")
 def api(addresses, secrets_dir):
     """chat(max_tokens, key) -> HTTP status of one completion through the gateway
-    (with the key currently in the secrets store unless one is given)."""
+    (with the API client `app`'s key, inventory/sandbox/group_vars/gateways.yml,
+    unless one is given)."""
     context = ssl.create_default_context(cafile=str(secrets_dir / "gateway-ca.crt"))
 
     def chat(max_tokens=8, timeout=120, key=None):
-        key = key or (secrets_dir / "vllm-api-key").read_text().strip()
+        key = key or (secrets_dir / "api-clients" / "app").read_text().strip()
         conn = http.client.HTTPSConnection(addresses["fleet-gw"], 443, context=context, timeout=timeout)
         try:
             body = json.dumps({"model": MODEL, "messages": [{"role": "user", "content": "Hello"}],
@@ -235,7 +236,7 @@ def test_verify_playbook_prints_model_context_and_latency():
 
 
 def test_verify_playbook_fails_with_a_wrong_api_key():
-    run = ansible_playbook("playbooks/verify.yml", "-e", "vault_vllm_api_key=not-the-key")
+    run = ansible_playbook("playbooks/verify.yml", "-e", "verify_api_key=not-the-key")
     assert run.returncode != 0
 
 
@@ -295,14 +296,31 @@ def test_rolling_update_restarts_each_replica_without_losing_a_request(api, gw, 
     assert recap.count("changed=0") == 3, recap
 
 
+# Runs on a replica: vLLM's answer on loopback to the key on stdin (never in
+# a command line). Prints the HTTP status.
+KEY_STATUS = r"""
+import sys, urllib.error, urllib.request
+request = urllib.request.Request("http://127.0.0.1:8000/v1/models",
+                                 headers={"Authorization": "Bearer " + sys.stdin.read().strip()})
+try:
+    print(urllib.request.urlopen(request, timeout=30).status)
+except urllib.error.HTTPError as exc:
+    print(exc.code)
+"""
+
+
 def test_rotating_the_api_key_refuses_the_old_one_on_every_replica(api, secrets_dir, nodes):
     old_key = (secrets_dir / "vllm-api-key").read_text().strip()
     run = ansible_playbook("playbooks/rotate-secrets.yml", "-e", json.dumps({"rotate_secrets": ["vllm_api_key"]}))
     assert run.returncode == 0, run.stdout[-4000:]
     new_key = (secrets_dir / "vllm-api-key").read_text().strip()
     assert new_key != old_key
-    for node in nodes.values():
+    for name, node in nodes.items():
         assert old_key not in node.file("/etc/vllm/vllm.env").content_string
-    # Four requests: each replica gets at least one (round robin).
-    assert [api(key=old_key) for _ in range(4)] == [401] * 4
+        statuses = [node.check_output("printf %%s %s | python3 -c %s", key, KEY_STATUS) for key in (old_key, new_key)]
+        assert statuses == ["401", "200"], (name, statuses)
+    # The clients keep their own keys: the gateway presents vLLM's new key in
+    # their place (four requests: each replica gets at least one). vLLM's
+    # key, old or new, is no client's key.
     assert [api() for _ in range(4)] == [200] * 4
+    assert [api(key=key) for key in (old_key, new_key)] == [401, 401]

@@ -16,6 +16,14 @@ gateway_path_regex(paths)
 gateway_script_hashes(html)
     CSP source expressions ("sha256-...") for the inline scripts of a page,
     to allow exactly those scripts and no others.
+
+gateway_api_client_errors(clients, allow_anywhere, backend_key)
+    What is wrong with gateway_api_clients, one message per problem, each
+    naming the client and the fix, never a key.
+
+gateway_api_client_list(clients, networks, rate, burst)
+    The clients with their settings filled in from the defaults (name,
+    networks as nginx geo subnets, rate, burst; keys left out).
 """
 
 from __future__ import annotations
@@ -114,6 +122,101 @@ def gateway_script_hashes(html):
     return hashes
 
 
+# What an API client's entry may hold, and what its name and key may be: a
+# name goes into nginx's config and log as it is; a key sits in a quoted
+# nginx string (no quote, backslash, $, ; or space can get in) and is long
+# enough not to be guessed.
+_CLIENT_FIELDS = {"name", "key", "networks", "rate", "burst"}
+_CLIENT_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_CLIENT_KEY = re.compile(r"^[A-Za-z0-9._~+/=-]{32,256}$")
+_RATE = re.compile(r"^[1-9][0-9]*r/[sm]$")
+
+
+def _network(value):
+    """The value as an ip_network (host bits allowed), or None."""
+    try:
+        return ipaddress.ip_network(str(value).strip(), strict=False)
+    except ValueError:
+        return None
+
+
+def gateway_api_client_errors(clients, allow_anywhere=False, backend_key=""):
+    """Messages for every problem of gateway_api_clients (empty: none)."""
+    if clients is None:
+        return []
+    if isinstance(clients, (str, bytes, dict)):
+        return ["gateway_api_clients must be a list of clients, each {name, key, networks, rate, burst} "
+                "(only name is required)."]
+    errors, names, keys = [], {}, {}
+    for index, client in enumerate(clients):
+        where = f"gateway_api_clients[{index}]"
+        if not isinstance(client, dict):
+            errors.append(f"{where} must be a mapping such as {{name: claims-batch}}.")
+            continue
+        name = client.get("name")
+        if isinstance(name, str) and _CLIENT_NAME.match(name):
+            where = f"gateway_api_clients[{index}] ({name})"
+            if name in names:
+                errors.append(f"{where} has the name of gateway_api_clients[{names[name]}]: "
+                              "each client needs a name of its own.")
+            names.setdefault(name, index)
+        else:
+            errors.append(f"{where} needs a name of 1-64 letters, digits, - and _ (it goes into the access log).")
+        unknown = sorted(set(client) - _CLIENT_FIELDS)
+        if unknown:
+            errors.append(f"{where} has unknown settings {', '.join(unknown)}; "
+                          f"a client may set {', '.join(sorted(_CLIENT_FIELDS))}.")
+        if "key" in client:
+            key = client["key"]
+            if not (isinstance(key, str) and _CLIENT_KEY.match(key)):
+                errors.append(f"{where}: its key must be 32-256 characters of letters, digits and ._~+/=- "
+                              "(or leave key out to have one generated into the secrets store).")
+            elif key in keys:
+                errors.append(f"{where} has the key of gateway_api_clients[{keys[key]}]: "
+                              "each client needs a key of its own.")
+            elif backend_key and key == backend_key:
+                errors.append(f"{where} has vLLM's own key (llm_vllm_api_key) as its key: "
+                              "clients must never hold it; give the client a key of its own.")
+            else:
+                keys[key] = index
+        if "networks" in client:
+            networks = client["networks"]
+            if isinstance(networks, (str, bytes, dict)) or not isinstance(networks, list) or not networks:
+                errors.append(f"{where}: networks must be a non-empty list such as [10.20.30.0/24].")
+            else:
+                bad = [str(n) for n in networks if _network(n) is None]
+                if bad:
+                    errors.append(f"{where}: networks holds {', '.join(bad)}, not a network or address "
+                                  "such as 10.20.30.0/24 or 2001:db8::/48.")
+                world = [str(n) for n in networks if _network(n) is not None and _network(n).prefixlen == 0]
+                if world and not allow_anywhere:
+                    errors.append(f"{where}: networks holds {', '.join(world)}, every address on the Internet; "
+                                  "name the client's networks, or set gateway_allow_api_from_anywhere: true "
+                                  "if that is truly meant.")
+        if "rate" in client and not (isinstance(client["rate"], str) and _RATE.match(client["rate"])):
+            errors.append(f"{where}: rate must be a rate such as 2r/s or 30r/m.")
+        if "burst" in client and (isinstance(client["burst"], bool) or not isinstance(client["burst"], int)
+                                  or client["burst"] < 0):
+            errors.append(f"{where}: burst must be a whole number, 0 or more.")
+    return errors
+
+
+def gateway_api_client_list(clients, networks=(), rate="10r/s", burst=20):
+    """Each client as {index, name, networks, rate, burst}, defaults filled in;
+    networks as nginx geo subnets. Keys stay out of this list."""
+    result = []
+    for index, client in enumerate(_as_list(clients)):
+        own = client.get("networks") or list(_as_list(networks))
+        result.append({
+            "index": index,
+            "name": client["name"],
+            "networks": [str(_network(n)) for n in own if _network(n) is not None],
+            "rate": client.get("rate", rate),
+            "burst": int(client.get("burst", burst)),
+        })
+    return result
+
+
 class FilterModule:
     """Ansible entry point."""
 
@@ -122,4 +225,6 @@ class FilterModule:
             "gateway_san_list": gateway_san_list,
             "gateway_path_regex": gateway_path_regex,
             "gateway_script_hashes": gateway_script_hashes,
+            "gateway_api_client_errors": gateway_api_client_errors,
+            "gateway_api_client_list": gateway_api_client_list,
         }
