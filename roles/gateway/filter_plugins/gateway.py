@@ -128,7 +128,7 @@ def gateway_script_hashes(html):
 # enough not to be guessed.
 _CLIENT_FIELDS = {"name", "key", "networks", "rate", "burst"}
 _CLIENT_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-_CLIENT_KEY = re.compile(r"^[A-Za-z0-9._~+/=-]{32,256}$")
+_CLIENT_KEY = re.compile(r"^[A-Za-z0-9._~+/=-]{32,128}$")
 _RATE = re.compile(r"^[1-9][0-9]*r/[sm]$")
 
 
@@ -169,7 +169,7 @@ def gateway_api_client_errors(clients, allow_anywhere=False, backend_key=""):
         if "key" in client:
             key = client["key"]
             if not (isinstance(key, str) and _CLIENT_KEY.match(key)):
-                errors.append(f"{where}: its key must be 32-256 characters of letters, digits and ._~+/=- "
+                errors.append(f"{where}: its key must be 32-128 characters of letters, digits and ._~+/=- "
                               "(or leave key out to have one generated into the secrets store).")
             elif key in keys:
                 errors.append(f"{where} has the key of gateway_api_clients[{keys[key]}]: "
