@@ -3,21 +3,28 @@
 straight to vLLM, at a fixed concurrency, on a sandbox host converged with
 site.yml (default: the `make demo` container). Prints its figures; asserts
 nothing (goal: gateway >= 0.95x the direct throughput, <= 5 ms added median
-latency).
+latency). Run it on a quiet machine: the gateway and vLLM share its cores.
+
+Two phases in one run: the gateway with per-client API keys (the
+inventory's gateway_api_clients; the client `app` by default: nginx maps its
+key to a name and presents vLLM's key) and with one key for all
+(gateway_api_clients empty: the client sends vLLM's key, nginx passes it on).
+In each phase rounds alternate between "direct" and "gateway" so drift hits
+both; each round's ratio and added latency are printed, and their spread.
 
 Both ways run the same client code on this machine: "direct" inside the
 host's network namespace (nsenter -n) against vLLM on 127.0.0.1:8000 over
 plain HTTP, "gateway" from this machine (in api_client_cidrs) against
-https://<host>/ verified with the project's CA. Each worker keeps one
-connection open. Rounds alternate between the two ways so drift hits both.
-The API key goes to the workers in the environment, never in argv.
+https://<host>/ verified with the project's CA (so "gateway" also pays the
+podman bridge). Each worker keeps one connection open. Keys go to the
+workers in the environment, never in argv.
 
-The gateway's per-client API rate limit (gateway_api_rate, 10 r/s by
-default) would turn most of this load into 429s: the script raises it for the
-run by re-running playbooks/gateway.yml with a high limit, and restores the
-inventory's setting afterwards (--keep-rate-limit to measure as configured).
+The gateway's API rate limits (gateway_api_rate per address, a client's own
+rate) would turn most of this load into 429s: the script raises them for the
+run by re-running playbooks/gateway.yml, and restores the inventory's
+settings afterwards (--keep-rate-limit to measure as configured).
 
-Usage: bench/gateway_overhead.py [--container llm-demo] [--concurrency 8]
+Usage: bench/gateway_overhead.py [--container llm-demo] [--client app] [--concurrency 8]
                                  [--requests 64] [--rounds 3] [--max-tokens 32]
 """
 
@@ -86,7 +93,8 @@ def main() -> int:
     parser.add_argument("--secrets", default=str(PROJECT / "secrets" / "sandbox"),
                         help="the inventory's secrets store (API key, gateway CA)")
     parser.add_argument("--inventory", default=str(PROJECT / "inventory" / "sandbox" / "hosts.yml"))
-    parser.add_argument("--keep-rate-limit", action="store_true", help="do not lift the API rate limit")
+    parser.add_argument("--client", default="app", help="the API client (gateway_api_clients) to send as")
+    parser.add_argument("--keep-rate-limit", action="store_true", help="do not lift the API rate limits")
     parser.add_argument("--direct-worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -97,7 +105,8 @@ def main() -> int:
         return 0
 
     os.environ.setdefault("CONTAINERS_CONF", str(PROJECT / "sandbox" / "containers.conf"))
-    key = (Path(args.secrets) / "vllm-api-key").read_text().strip()
+    vllm_key = (Path(args.secrets) / "vllm-api-key").read_text().strip()
+    client_key = (Path(args.secrets) / "api-clients" / args.client).read_text().strip()
     ca = str(Path(args.secrets) / "gateway-ca.crt")
     inspect = subprocess.run(["podman", "inspect", "-f", "{{.State.Pid}} {{.NetworkSettings.IPAddress}}",
                               args.container], capture_output=True, text=True, check=True).stdout.split()
@@ -107,46 +116,56 @@ def main() -> int:
         proc = subprocess.run(["nsenter", "-t", pid, "-n", sys.executable, __file__, "--direct-worker",
                                "--concurrency", str(args.concurrency), "--requests", str(args.requests),
                                "--max-tokens", str(args.max_tokens)],
-                              capture_output=True, text=True, check=False, env={**os.environ, "BENCH_API_KEY": key})
+                              capture_output=True, text=True, check=False,
+                              env={**os.environ, "BENCH_API_KEY": vllm_key})
         if proc.returncode != 0:
             raise SystemExit(f"direct run failed: {proc.stderr[-500:]}")
         return json.loads(proc.stdout)
 
-    def gateway() -> dict:
-        return load(address, 443, ca, key, args.concurrency, args.requests, args.max_tokens)
+    def gateway_with(key: str):
+        return lambda: load(address, 443, ca, key, args.concurrency, args.requests, args.max_tokens)
 
     def gateway_play(*extra: str) -> None:
         subprocess.run(["ansible-playbook", "-i", args.inventory, str(PROJECT / "playbooks" / "gateway.yml"),
                         *extra], check=True, stdout=subprocess.DEVNULL, cwd=PROJECT,
                        env={**os.environ, "ANSIBLE_CONFIG": str(PROJECT / "ansible.cfg")})
 
-    if not args.keep_rate_limit:
-        print("lifting the gateway's API rate limit for the run", flush=True)
-        gateway_play("-e", "gateway_api_rate=100000r/s", "-e", "gateway_api_burst=100000")
-    try:
-        return measure(args, direct, gateway, address)
-    finally:
-        if not args.keep_rate_limit:
-            print("restoring the gateway's settings", flush=True)
-            gateway_play()
-
-
-def measure(args, direct, gateway, address) -> int:
+    lift = [] if args.keep_rate_limit else [
+        "-e", json.dumps({"gateway_api_rate": "100000r/s", "gateway_api_burst": 100000,
+                          "gateway_api_client_rate": "100000r/s", "gateway_api_client_burst": 100000})]
+    phases = [("per-client keys", gateway_with(client_key), lift),
+              ("one key for all", gateway_with(vllm_key), [*lift, "-e", json.dumps({"gateway_api_clients": []})])]
     print(f"host {args.container} ({address}); concurrency {args.concurrency}, {args.requests} requests "
-          f"of {args.max_tokens} tokens per run, {args.rounds} rounds", flush=True)
-    gateway()  # warm-up: TLS session, caches
-    runs: dict[str, list[dict]] = {"direct": [], "gateway": []}
-    for _ in range(args.rounds):
-        for name, run in (("direct", direct), ("gateway", gateway)):
-            runs[name].append(run())
-            r = runs[name][-1]
-            print(f"  {name:8s} {r['tokens_per_s']:8.1f} tok/s  median {r['median_ms']:7.1f} ms  "
-                  f"p90 {r['p90_ms']:7.1f} ms", flush=True)
-    tput = {n: statistics.median(r["tokens_per_s"] for r in v) for n, v in runs.items()}
-    median = {n: statistics.median(r["median_ms"] for r in v) for n, v in runs.items()}
-    print(f"\nthroughput gateway/direct: {tput['gateway'] / tput['direct']:.3f}  (goal >= 0.95)")
-    print(f"median latency added by the gateway: {median['gateway'] - median['direct']:+.1f} ms  (goal <= 5 ms)")
+          f"of {args.max_tokens} tokens per run, {args.rounds} rounds per phase", flush=True)
+    summary = []
+    try:
+        for label, gateway, extra in phases:
+            print(f"\n{label}: configuring the gateway", flush=True)
+            gateway_play(*extra)
+            summary.append((label, measure(args, direct, gateway)))
+    finally:
+        print("\nrestoring the gateway's settings", flush=True)
+        gateway_play()
+    print("\nsummary (median of the rounds; spread: lowest-highest round)")
+    for label, figures in summary:
+        print(f"  {label:16s} throughput gateway/direct {figures['ratio']:.3f} ({figures['ratio_spread']})  "
+              f"added median latency {figures['added_ms']:+.1f} ms ({figures['added_spread']})")
+    print("goals: throughput ratio >= 0.95, added median latency <= 5 ms")
     return 0
+
+
+def measure(args, direct, gateway) -> dict:
+    gateway()  # warm-up: TLS session, caches
+    ratios, added = [], []
+    for number in range(1, args.rounds + 1):
+        d, g = direct(), gateway()
+        ratios.append(g["tokens_per_s"] / d["tokens_per_s"])
+        added.append(g["median_ms"] - d["median_ms"])
+        print(f"  round {number}: direct {d['tokens_per_s']:7.1f} tok/s median {d['median_ms']:7.1f} ms | "
+              f"gateway {g['tokens_per_s']:7.1f} tok/s median {g['median_ms']:7.1f} ms | "
+              f"ratio {ratios[-1]:.3f}, added {added[-1]:+.1f} ms", flush=True)
+    return {"ratio": statistics.median(ratios), "ratio_spread": f"{min(ratios):.3f}-{max(ratios):.3f}",
+            "added_ms": statistics.median(added), "added_spread": f"{min(added):+.1f} to {max(added):+.1f} ms"}
 
 
 if __name__ == "__main__":

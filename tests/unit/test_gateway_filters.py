@@ -128,6 +128,8 @@ def test_well_formed_api_clients_have_no_errors():
     ([{"name": "app"}, "batch"], "gateway_api_clients[1] must be a mapping"),
     ([{"name": "a b"}], "gateway_api_clients[0] needs a name of 1-64 letters"),
     ([{"key": GOOD_KEY}], "gateway_api_clients[0] needs a name"),
+    ([{"name": "default"}], "gateway_api_clients[0]: the name default is a word nginx reads as a keyword"),
+    ([{"name": "Include"}], "the name Include is a word nginx reads as a keyword"),
     ([{"name": "app"}, {"name": "app"}], "gateway_api_clients[1] (app) has the name of gateway_api_clients[0]"),
     ([{"name": "app", "nets": ["10.0.0.0/8"]}], "gateway_api_clients[0] (app) has unknown settings nets"),
     ([{"name": "app", "key": "short"}], "gateway_api_clients[0] (app): its key must be 32-128 characters"),

@@ -128,6 +128,8 @@ def gateway_script_hashes(html):
 # enough not to be guessed.
 _CLIENT_FIELDS = {"name", "key", "networks", "rate", "burst"}
 _CLIENT_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+# Words nginx reads as keywords where a client's name stands in its maps.
+_NGINX_MAP_WORDS = {"default", "hostnames", "include", "volatile"}
 _CLIENT_KEY = re.compile(r"^[A-Za-z0-9._~+/=-]{32,128}$")
 _RATE = re.compile(r"^[1-9][0-9]*r/[sm]$")
 
@@ -154,7 +156,10 @@ def gateway_api_client_errors(clients, allow_anywhere=False, backend_key=""):
             errors.append(f"{where} must be a mapping such as {{name: claims-batch}}.")
             continue
         name = client.get("name")
-        if isinstance(name, str) and _CLIENT_NAME.match(name):
+        if isinstance(name, str) and name.lower() in _NGINX_MAP_WORDS:
+            errors.append(f"{where}: the name {name} is a word nginx reads as a keyword in its maps; "
+                          "choose another name.")
+        elif isinstance(name, str) and _CLIENT_NAME.match(name):
             where = f"gateway_api_clients[{index}] ({name})"
             if name in names:
                 errors.append(f"{where} has the name of gateway_api_clients[{names[name]}]: "
