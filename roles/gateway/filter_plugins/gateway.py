@@ -189,11 +189,12 @@ def gateway_api_client_errors(clients, allow_anywhere=False, backend_key=""):
             if isinstance(networks, (str, bytes, dict)) or not isinstance(networks, list) or not networks:
                 errors.append(f"{where}: networks must be a non-empty list such as [10.20.30.0/24].")
             else:
-                bad = [str(n) for n in networks if _network(n) is None]
+                parsed = [(str(n), _network(n)) for n in networks]
+                bad = [text for text, network in parsed if network is None]
                 if bad:
                     errors.append(f"{where}: networks holds {', '.join(bad)}, not a network or address "
                                   "such as 10.20.30.0/24 or 2001:db8::/48.")
-                world = [str(n) for n in networks if _network(n) is not None and _network(n).prefixlen == 0]
+                world = [text for text, network in parsed if network is not None and network.prefixlen == 0]
                 if world and not allow_anywhere:
                     errors.append(f"{where}: networks holds {', '.join(world)}, every address on the Internet; "
                                   "name the client's networks, or set gateway_allow_api_from_anywhere: true "
@@ -215,7 +216,7 @@ def gateway_api_client_list(clients, networks=(), rate="10r/s", burst=20):
         result.append({
             "index": index,
             "name": client["name"],
-            "networks": [str(_network(n)) for n in own if _network(n) is not None],
+            "networks": [str(network) for network in map(_network, own) if network is not None],
             "rate": client.get("rate", rate),
             "burst": int(client.get("burst", burst)),
         })
