@@ -24,12 +24,10 @@ MARKER = secrets.token_hex(16)
 
 
 @pytest.fixture(scope="module")
-def controller_secrets(host, request):
-    # llm_secrets_dir of inventory/sandbox: secrets/<inventory folder name>
-    # two levels above the folder of Molecule's inventory.
-    inventory = Path(request.config.option.ansible_inventory)
-    inventory_dir = inventory if inventory.is_dir() else inventory.parent
-    return inventory_dir.parent.parent / "secrets" / inventory_dir.name / host.backend.get_hostname()
+def controller_secrets(host):
+    # The scenario's llm_secrets_dir (inventory/sandbox's rule), the host's folder in it.
+    store = host.ansible("debug", "var=llm_secrets_dir", check=False)["llm_secrets_dir"]
+    return Path(store) / host.backend.get_hostname()
 
 
 def luks_uuid(host):
