@@ -18,7 +18,10 @@
 # All forwarded ports listen on 127.0.0.1 only.
 #
 # Environment: SANDBOX_CACHE, VM_MEMORY (MiB, default 3072), VM_CPUS (default 2),
-#              VM_DATA_SIZE (default 2G), VM_BOOT_TIMEOUT (s, default 240).
+#              VM_DATA_SIZE (default 2G), VM_BOOT_TIMEOUT (s, default 900: the
+#              first boot beside two converging container scenarios, both
+#              cores busy, took over 4 min, apparmor and auditd starting at
+#              emulated speed; on a quiet machine it is 20-40 s).
 set -euo pipefail
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -107,7 +110,7 @@ kill_qemu() {
 cmd_start() {
   local name="$1" dir base kernel initrd ssh_port pid attempt hostfwd p
   dir="$(run_dir "$name")"
-  local timeout="${VM_BOOT_TIMEOUT:-240}"
+  local timeout="${VM_BOOT_TIMEOUT:-900}"
 
   # Already running and answering: reuse it (makes `start` idempotent).
   if qemu_pid "$dir" >/dev/null && [[ -s "$dir/instance.json" ]] &&
@@ -222,7 +225,7 @@ cmd_wait() {
   local dir port
   dir="$(run_dir "$1")"
   port="$(ssh_port_of "$dir")"
-  wait_ssh "$dir" "$port" "${2:-${VM_BOOT_TIMEOUT:-240}}"
+  wait_ssh "$dir" "$port" "${2:-${VM_BOOT_TIMEOUT:-900}}"
 }
 
 cmd_status() {
