@@ -19,8 +19,16 @@ executors would show there as a change.
 
 from __future__ import annotations
 
+import ansible_mitogen.affinity
 import ansible_mitogen.loaders
 import ansible_mitogen.strategy
+
+# Mitogen pins Ansible's processes to CPUs of its choosing, and with them
+# every process a task starts on the controller (QEMU, podman's containers):
+# on a 2-core machine it reserves one core for its multiplexer and puts all
+# the rest on the other, which left one core idle while the run crawled. Its
+# no-op policy leaves the placement to the kernel's scheduler.
+ansible_mitogen.affinity.policy = ansible_mitogen.affinity.Policy()
 
 _LINEAR = ansible_mitogen.loaders.strategy_loader.get("linear", class_only=True)
 
