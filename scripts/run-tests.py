@@ -182,12 +182,17 @@ def main() -> int:
     booted = threading.Event()
 
     def scenario_run(scenario: str, prefix: str = "") -> None:
+        try:
+            scenario_steps(scenario, prefix)
+        finally:
+            if scenario == BOOT_FIRST[0]:
+                booted.set()  # also when the VM failed before or at its boot
+
+    def scenario_steps(scenario: str, prefix: str) -> None:
         # A scenario's own image first, in its lane (`make test` builds only
         # what every lane needs before they start).
         if scenario in SCENARIO_IMAGES and not run.step(f"images: {scenario}", SCENARIO_IMAGES[scenario],
                                                         prefix=prefix):
-            if scenario == BOOT_FIRST[0]:
-                booted.set()
             return
         try:
             for action in [a for a in MOLECULE_SEQUENCE if a not in SKIPPED_STEPS.get(scenario, set())]:
@@ -201,8 +206,6 @@ def main() -> int:
                 if (scenario, action) == BOOT_FIRST:
                     booted.set()
         finally:
-            if scenario == BOOT_FIRST[0]:
-                booted.set()  # also when the VM failed before or at its boot
             run.step(f"molecule {scenario}: destroy", ["molecule", "destroy", "-s", scenario], env, prefix=prefix)
 
     chosen = {name for name, skipped in (("lint", args.skip_lint), ("unit", args.skip_unit)) if not skipped}

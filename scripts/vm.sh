@@ -27,6 +27,7 @@ set -euo pipefail
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source=scripts/lib.sh
 source "$SCRIPT_DIR/lib.sh"   # SANDBOX_CACHE
+BOOT_TIMEOUT="${VM_BOOT_TIMEOUT:-900}"
 log() { printf '[%s vm] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
@@ -110,7 +111,7 @@ kill_qemu() {
 cmd_start() {
   local name="$1" dir base kernel initrd ssh_port pid attempt hostfwd p
   dir="$(run_dir "$name")"
-  local timeout="${VM_BOOT_TIMEOUT:-900}"
+  local timeout="$BOOT_TIMEOUT"
 
   # Already running and answering: reuse it (makes `start` idempotent).
   if qemu_pid "$dir" >/dev/null && [[ -s "$dir/instance.json" ]] &&
@@ -225,7 +226,7 @@ cmd_wait() {
   local dir port
   dir="$(run_dir "$1")"
   port="$(ssh_port_of "$dir")"
-  wait_ssh "$dir" "$port" "${2:-${VM_BOOT_TIMEOUT:-900}}"
+  wait_ssh "$dir" "$port" "${2:-$BOOT_TIMEOUT}"
 }
 
 cmd_status() {
