@@ -144,9 +144,16 @@ class CpuSampler(threading.Thread):
                     break
                 ppid = self.previous[ended_by_pid[ppid]][4]
         for key, (kind, name, own, reaped, _) in now.items():
+            # conmon reaps a container's init, and PID 1 conmon once it ends:
+            # their reaped time is the container's CPU, already counted
+            # through its cgroup (counted again, one container's whole CPU
+            # showed up as "other" when it was removed).
+            if kind == "podman" or key.startswith("proc:1:"):
+                reaped = 0.0
             known = self.previous.get(key)
             if known:
-                new = (own - known[2]) + max(0.0, reaped - known[3] - counted_children[key])
+                known_reaped = known[3] if reaped else 0.0
+                new = (own - known[2]) + max(0.0, reaped - known_reaped - counted_children[key])
             else:  # first seen now: started after the last sample (none of it counts at the first)
                 new = 0.0 if first else own + reaped
             interval[(kind, name)] += max(0.0, new)
