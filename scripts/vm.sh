@@ -17,7 +17,10 @@
 #                 "identity_file", "ports": {"443": <host port>, "8000": <host port>}, "pid"}
 # All forwarded ports listen on 127.0.0.1 only.
 #
-# Environment: SANDBOX_CACHE, VM_MEMORY (MiB, default 3072), VM_CPUS (default 2),
+# Environment: SANDBOX_CACHE, VM_MEMORY (MiB, default 3072), VM_CPUS (default 1:
+#              the same commands in a 2-vCPU guest took 137 CPU-s against
+#              91-92 with one, and a 2-vCPU guest hung at 1.5 s of its boot,
+#              QEMU spinning on both cores, while this machine was busy),
 #              VM_DATA_SIZE (default 2G), VM_BOOT_TIMEOUT (s, default 900: the
 #              first boot beside two converging container scenarios, both
 #              cores busy, took over 4 min, apparmor and auditd starting at
@@ -153,7 +156,7 @@ cmd_start() {
     local t0=$SECONDS
     if qemu-system-x86_64 \
          -name "sandbox-$name" \
-         -accel tcg -cpu max -m "${VM_MEMORY:-3072}" -smp "${VM_CPUS:-2}" \
+         -accel tcg -cpu max -m "${VM_MEMORY:-3072}" -smp "${VM_CPUS:-1}" \
          -nodefaults -display none -vga none "${monitor[@]}" \
          -serial "file:$dir/console.log" \
          -kernel "$kernel" -initrd "$initrd" \
