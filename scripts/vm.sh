@@ -17,10 +17,11 @@
 #                 "identity_file", "ports": {"443": <host port>, "8000": <host port>}, "pid"}
 # All forwarded ports listen on 127.0.0.1 only.
 #
-# Environment: SANDBOX_CACHE, VM_MEMORY (MiB, default 3072), VM_CPUS (default 1:
-#              the same commands in a 2-vCPU guest took 137 CPU-s against
-#              91-92 with one, and a 2-vCPU guest hung at 1.5 s of its boot,
-#              QEMU spinning on both cores, while this machine was busy),
+# Environment: SANDBOX_CACHE, VM_MEMORY (MiB, default 3072), VM_CPUS (default 2:
+#              one vCPU costs less CPU for the same commands, 91-92 CPU-s
+#              against 137 measured, but gets one thread's share of a busy
+#              machine: beside the two container lanes a 1-vCPU guest took
+#              over 10 min to reboot and the VM lane was lost),
 #              VM_DATA_SIZE (default 2G), VM_BOOT_TIMEOUT (s, default 900: the
 #              first boot beside two converging container scenarios, both
 #              cores busy, took over 4 min, apparmor and auditd starting at
@@ -156,7 +157,7 @@ cmd_start() {
     local t0=$SECONDS
     if qemu-system-x86_64 \
          -name "sandbox-$name" \
-         -accel tcg -cpu max -m "${VM_MEMORY:-3072}" -smp "${VM_CPUS:-1}" \
+         -accel tcg -cpu max -m "${VM_MEMORY:-3072}" -smp "${VM_CPUS:-2}" \
          -nodefaults -display none -vga none "${monitor[@]}" \
          -serial "file:$dir/console.log" \
          -kernel "$kernel" -initrd "$initrd" \
