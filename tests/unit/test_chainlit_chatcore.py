@@ -303,26 +303,3 @@ def test_header_login_honours_the_allowed_list():
 ])
 def test_error_texts_depend_on_the_kind_of_failure_only(error_class, status, words):
     assert words in chatcore.error_reply(error_class, status)
-
-
-# --- the usage log ---------------------------------------------------------------
-
-def test_a_usage_line_holds_the_tag_outcome_seconds_and_token_counts_only():
-    line = chatcore.usage_line("0123456789abcdef", "done", 1.234, 21, 7)
-    assert line == ("user=0123456789abcdef route=chat status=done seconds=1.23 "
-                    "prompt_tokens=21 completion_tokens=7")
-
-
-def test_a_usage_line_without_counts_says_so():
-    line = chatcore.usage_line("-", "error:APITimeoutError", 30, None, None)
-    assert line.endswith("status=error:APITimeoutError seconds=30.00 prompt_tokens=- completion_tokens=-")
-
-
-@pytest.mark.parametrize(("tag", "outcome"), [
-    ("alice", "done"),                       # a name where the tag belongs
-    ("0123456789abcdef", "done said hello"),  # text where the outcome belongs
-    ("0123456789abcdef", "error:Bad class!"),
-])
-def test_a_usage_line_refuses_anything_but_its_fields(tag, outcome):
-    with pytest.raises(ValueError):
-        chatcore.usage_line(tag, outcome, 1.0, 1, 1)

@@ -68,7 +68,6 @@ BAD_INPUTS = {
     "replica-the-inventory-lacks": ({"llm_replicas": ["llm-ghost"]}, "llm_replicas"),
     "shared-port-out-of-range": ({"llm_replica_port": 70000}, "llm_replica_port"),
     "secrets-store-relative": ({"llm_secrets_dir": "secrets/mysite"}, "llm_secrets_dir"),
-    "usage-log-kept-a-month": ({"llm_usage_log_retention_days": 30}, "llm_usage_log_retention_days"),
 }
 
 # What a run may not change, read in one round trip: packages, everything

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import logging.handlers
 import os
 import shutil
 import time
@@ -31,19 +30,6 @@ log.setLevel(logging.INFO)
 # The HTTP client logs every request to vLLM at INFO: noise, not news.
 for _name in ("httpx", "httpx2", "openai"):
     logging.getLogger(_name).setLevel(logging.WARNING)
-
-# The usage log (chainlit_usage_log): a line per chat message with the
-# user's tag, the outcome, the seconds and the token counts, never text. A
-# WatchedFileHandler opens the file anew after logrotate has moved it.
-usage_log = logging.getLogger("private_llm.usage")
-usage_log.propagate = False
-if os.environ.get("CHAINLIT_USAGE_LOG"):
-    _usage_handler = logging.handlers.WatchedFileHandler(os.environ["CHAINLIT_USAGE_LOG"])
-    _usage_format = logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%dT%H:%M:%SZ")
-    _usage_format.converter = time.gmtime
-    _usage_handler.setFormatter(_usage_format)
-    usage_log.addHandler(_usage_handler)
-    usage_log.setLevel(logging.INFO)
 
 SETTINGS = chatcore.load_settings(os.environ["CHAINLIT_APP_SETTINGS"])
 IDENTITY_KEY = chatcore.read_identity_key(SETTINGS.identity_key_file)
@@ -165,7 +151,7 @@ async def answer(message: cl.Message):
 
     reply = cl.Message(content="")
     started = time.monotonic()
-    outcome, tokens, chunks, prompt_tokens = "error", 0, 0, None
+    outcome, tokens, chunks = "error", 0, 0
     try:
         stream = await client.chat.completions.create(
             model=SETTINGS.model,
@@ -181,7 +167,6 @@ async def answer(message: cl.Message):
             async for chunk in stream:
                 if chunk.usage is not None:
                     tokens = chunk.usage.completion_tokens or tokens
-                    prompt_tokens = chunk.usage.prompt_tokens
                 if chunk.choices:
                     delta = chunk.choices[0].delta.content
                     if delta:
@@ -208,5 +193,3 @@ async def answer(message: cl.Message):
             outcome, current_user_tag(), len(messages), chunks, tokens, len(reply.content),
             time.monotonic() - started,
         )
-        usage_log.info(chatcore.usage_line(current_user_tag(), outcome, time.monotonic() - started,
-                                           prompt_tokens, tokens if prompt_tokens is not None else None))

@@ -344,30 +344,6 @@ def identity_tag(key: bytes, name: str) -> str:
     return hmac.new(key, name.encode("utf-8"), hashlib.sha256).hexdigest()[:16]
 
 
-# --- The usage log --------------------------------------------------------------------
-
-# An outcome as the usage log may show it: a word, or error:<exception class>.
-_OUTCOME = re.compile(r"^[a-z]+(:[A-Za-z_][A-Za-z0-9_]*)?$")
-
-
-def usage_line(user_tag: str, outcome: str, seconds: float, prompt_tokens: int | None,
-               completion_tokens: int | None) -> str:
-    """One chat message in the usage log (after the time the log adds):
-    who (the user's tag, never the name), the route, the outcome, the
-    seconds and the token counts ("-" when vLLM sent none). Only these
-    fields, each checked for its form: no text of the chat can get in."""
-    if not re.fullmatch(r"[0-9a-f]{16}|-", user_tag):
-        raise ValueError("a user tag is 16 hex digits or -")
-    if not _OUTCOME.match(outcome):
-        raise ValueError("an outcome is a word or error:<class>")
-
-    def count(value: int | None) -> str:
-        return str(int(value)) if value is not None and int(value) >= 0 else "-"
-
-    return (f"user={user_tag} route=chat status={outcome} seconds={float(seconds):.2f} "
-            f"prompt_tokens={count(prompt_tokens)} completion_tokens={count(completion_tokens)}")
-
-
 # --- Errors users see -------------------------------------------------------------------
 
 
