@@ -148,14 +148,14 @@ class CpuSampler(threading.Thread):
             # their reaped time is the container's CPU, already counted
             # through its cgroup (counted again, one container's whole CPU
             # showed up as "other" when it was removed).
-            if kind == "podman" or key.startswith("proc:1:"):
-                reaped = 0.0
+            counts_reaped = name != "podman" and not key.startswith("proc:1:")
             known = self.previous.get(key)
             if known:
-                known_reaped = known[3] if reaped else 0.0
-                new = (own - known[2]) + max(0.0, reaped - known_reaped - counted_children[key])
+                new = own - known[2]
+                if counts_reaped:
+                    new += max(0.0, reaped - known[3] - counted_children[key])
             else:  # first seen now: started after the last sample (none of it counts at the first)
-                new = 0.0 if first else own + reaped
+                new = 0.0 if first else own + (reaped if counts_reaped else 0.0)
             interval[(kind, name)] += max(0.0, new)
         self.previous = now
         steps = "+".join(self.running_steps()) or "-"
