@@ -1,10 +1,12 @@
 """Bad settings stop the hardening role before it changes anything: its
 first task file (validate.yml, imported first by tasks/main.yml) runs here
-with real ansible-playbook on localhost, and each failure names the variable."""
+with real ansible-playbook on localhost, and each failure names the variable.
+
+Every case runs in one ansible-playbook run, a host of its own each
+(conftest.run_cases); a case's host name stands where the messages name
+the host."""
 
 from __future__ import annotations
-
-import sys
 
 import pytest
 
@@ -20,16 +22,7 @@ TASKS = """\
 """
 
 
-def settings(**overrides):
-    return {"ansible_python_interpreter": sys.executable, **overrides}
-
-
-def test_defaults_pass(run_playbook):
-    result = run_playbook(TASKS, settings())
-    assert result.returncode == 0, result.stdout[-3000:]
-
-
-@pytest.mark.parametrize("overrides, message", [
+BAD_SETTINGS = [
     ({"hardening_swap_mode": "plain"}, "hardening_swap_mode must be absent or encrypted"),
     ({"hardening_swap_mode": "encrypted"}, "encrypted needs hardening_swap_device"),
     ({"hardening_swap_mode": "encrypted", "hardening_swap_device": "/dev/sdb2"}, "never /dev/sdX"),
@@ -53,32 +46,58 @@ def test_defaults_pass(run_playbook):
     ({"hardening_auditd_extra_watches": [{"path": "/etc/x", "key": "k", "permissions": "rm"}]}, "permissions made of"),
     ({"hardening_unattended_upgrades_reboot_time": "3am"}, "hardening_unattended_upgrades_reboot_time is HH:MM"),
     ({"hardening_needrestart_mode": "x"}, "hardening_needrestart_mode is l, a or i"),
-])
-def test_bad_setting_fails_naming_the_variable(run_playbook, overrides, message):
-    result = run_playbook(TASKS, settings(**overrides))
+]
+
+
+@pytest.fixture(scope="module")
+def results(run_cases):
+    cases = {
+        "defaults": {},
+        "root-over-ssh": {"ansible_user": "root", "hardening_connection_is_ssh": True,
+                          "hardening_ssh_permit_root_login": "no"},
+        "admin-over-ssh": {"ansible_user": "admin", "hardening_connection_is_ssh": True,
+                           "hardening_ssh_permit_root_login": "no"},
+        # As on a distribution the role has no security archive for.
+        "unknown-distribution": {"hardening_security_origins": {}},
+        "unknown-distribution-with-origins": {"hardening_security_origins": {},
+                                              "hardening_unattended_upgrades_origins": ["origin=Example"]},
+    }
+    for index, (overrides, _) in enumerate(BAD_SETTINGS):
+        cases[f"bad-{index}"] = overrides
+    return run_cases(TASKS, cases)
+
+
+def collapsed(text):
+    """Ansible folds long messages: compare with whitespace collapsed."""
+    return " ".join(text.split())
+
+
+def test_defaults_pass(results):
+    result = results["defaults"]
+    assert result.returncode == 0, result.output[-3000:]
+
+
+@pytest.mark.parametrize("index, message", [(i, message) for i, (_, message) in enumerate(BAD_SETTINGS)])
+def test_bad_setting_fails_naming_the_variable(results, index, message):
+    result = results[f"bad-{index}"]
     assert result.returncode != 0
-    # Ansible folds long messages: compare with whitespace collapsed.
-    assert " ".join(message.split()) in " ".join(result.stdout.split()), result.stdout[-3000:]
+    assert collapsed(message) in collapsed(result.stdout), result.stdout[-3000:]
 
 
-def test_root_over_ssh_with_root_login_off_fails_before_any_change(run_playbook):
-    result = run_playbook(TASKS, settings(ansible_user="root", hardening_connection_is_ssh=True,
-                                          hardening_ssh_permit_root_login="no"))
+def test_root_over_ssh_with_root_login_off_fails_before_any_change(results):
+    result = results["root-over-ssh"]
     assert result.returncode != 0
-    assert "This play logs in to localhost as root over SSH" in " ".join(result.stdout.split())
+    assert "This play logs in to root-over-ssh as root over SSH" in collapsed(result.stdout)
 
 
-def test_root_login_off_is_fine_for_an_admin_user(run_playbook):
-    result = run_playbook(TASKS, settings(ansible_user="admin", hardening_connection_is_ssh=True,
-                                          hardening_ssh_permit_root_login="no"))
-    assert result.returncode == 0, result.stdout[-3000:]
+def test_root_login_off_is_fine_for_an_admin_user(results):
+    result = results["admin-over-ssh"]
+    assert result.returncode == 0, result.output[-3000:]
 
 
-def test_a_distribution_without_known_security_origins_needs_its_own(run_playbook):
-    # As on a distribution the role has no security archive for.
-    result = run_playbook(TASKS, settings(hardening_security_origins={}))
+def test_a_distribution_without_known_security_origins_needs_its_own(results):
+    result = results["unknown-distribution"]
     assert result.returncode != 0
-    assert "set hardening_unattended_upgrades_origins" in " ".join(result.stdout.split())
-    result = run_playbook(TASKS, settings(hardening_security_origins={},
-                                          hardening_unattended_upgrades_origins=["origin=Example"]))
-    assert result.returncode == 0, result.stdout[-3000:]
+    assert "set hardening_unattended_upgrades_origins" in collapsed(result.stdout)
+    result = results["unknown-distribution-with-origins"]
+    assert result.returncode == 0, result.output[-3000:]
