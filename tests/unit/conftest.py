@@ -12,8 +12,10 @@ from pathlib import Path
 
 import pytest
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "molecule" / "shared"))
+import playbook_report  # noqa: E402 (molecule/shared: the JSON report's ansible.cfg)
+
 PROJECT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(PROJECT / "molecule" / "shared"))
 # The ansible-playbook of the interpreter running the tests (the project venv).
 _VENV_PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"
 ANSIBLE_PLAYBOOK = str(_VENV_PLAYBOOK) if _VENV_PLAYBOOK.exists() else "ansible-playbook"
@@ -94,20 +96,15 @@ def run_cases(tmp_path_factory):
             "      no_log: true\n"
             + textwrap.indent(tasks, "    ")
         )
-        env = {
-            **os.environ,
-            "ANSIBLE_CONFIG": str(PROJECT / "ansible.cfg"),
-            "ANSIBLE_ROLES_PATH": str(PROJECT / "roles"),
-            "ANSIBLE_NOCOLOR": "1",
-            "ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json",
-        }
+        env = {**os.environ, "ANSIBLE_CONFIG": str(playbook_report.json_config(folder)), "ANSIBLE_NOCOLOR": "1"}
+        for name in ("ANSIBLE_STDOUT_CALLBACK", "ANSIBLE_CALLBACKS_ENABLED"):
+            env.pop(name, None)
         proc = subprocess.run([ANSIBLE_PLAYBOOK, "-i", str(folder / "hosts.json"), str(folder / "play.yml")],
                               cwd=PROJECT, env=env, capture_output=True, text=True, check=False)
-        try:
-            report = json.JSONDecoder().raw_decode(proc.stdout[proc.stdout.index("{"):])[0]
-        except ValueError as error:
-            raise AssertionError(proc.stdout[-3000:] + proc.stderr[-3000:]) from error
         output = proc.stdout + proc.stderr
+        if "{" not in proc.stdout:
+            raise AssertionError(f"ansible-playbook wrote no report (exit {proc.returncode}):\n{output[-3000:]}")
+        report = json.loads(proc.stdout[proc.stdout.index("{"):])
         results = {}
         for name in cases:
             stats = report["stats"].get(name, {})
