@@ -72,7 +72,26 @@ STOCK_ANSIBLE = {"ANSIBLE_STRATEGY": "linear"}
 # one on a quiet machine. The containers' own destroy, syntax, create and
 # prepare steps run meanwhile.
 BOOT_FIRST = ("vm", "create")
+# The unit tests and lint (SHARED_TAIL) run beside the last scenario, which
+# sets the run's length (clean-clone run of 90ef530: the fleet's verify beside
+# them, alone after them): they yield the CPU to it. Nice alone would not do:
+# the kernel schedules each session (autogroup) and each container cgroup
+# as one entity, so they run in a session of their own whose autogroup is
+# niced. (Out of the run's process group, they end when their output pipe
+# does: an interrupted run stops them at their next line.)
+TAIL_NICENESS = 10
 WAITS_FOR_BOOT = {"converge"}
+
+
+def _yield_cpu() -> None:
+    """In the child before it runs: a session of its own, its autogroup
+    niced by TAIL_NICENESS (and the process, where autogroups are off)."""
+    os.setsid()
+    try:
+        Path("/proc/self/autogroup").write_text(f"{TAIL_NICENESS}\n")
+    except OSError:
+        pass
+    os.nice(TAIL_NICENESS)
 
 
 class Run:
@@ -91,7 +110,7 @@ class Run:
                     self.make_steps.append((row[0], row[1] == "ok", float(row[2])))
 
     def step(self, name: str, cmd: list[str], env: dict[str, str] | None = None,
-             log: str | None = None, prefix: str = "") -> bool:
+             log: str | None = None, prefix: str = "", yielding: bool = False) -> bool:
         """Run one step; with `log`, its output is also kept in the reports
         folder (the scenario tests search the converge output for secrets);
         `prefix` marks its lines on the console."""
@@ -100,7 +119,8 @@ class Run:
         self.running.append(name)
         started_at = start - self.started
         with subprocess.Popen(cmd, cwd=PROJECT, env={**os.environ, **(env or {})},
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT) as proc:
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              preexec_fn=_yield_cpu if yielding else None) as proc:
             assert proc.stdout is not None
             with open(self.reports / log if log else os.devnull, "wb") as kept:
                 for line in proc.stdout:
@@ -165,18 +185,19 @@ def main() -> int:
     env = {"LLM_TEST_REPORTS": str(reports)}
 
     def lint(prefix: str = "") -> None:
-        run.step("lint: yamllint", ["yamllint", "--strict", "."], prefix=prefix)
-        run.step("lint: ansible-lint", ["ansible-lint", "--profile", "production"], prefix=prefix)
+        run.step("lint: yamllint", ["yamllint", "--strict", "."], prefix=prefix, yielding=True)
+        run.step("lint: ansible-lint", ["ansible-lint", "--profile", "production"], prefix=prefix, yielding=True)
         for inventory in ("inventory/example/hosts.yml", "inventory/sandbox/hosts.yml"):
             run.step(f"syntax: site.yml with {inventory}",
-                     ["ansible-playbook", "--syntax-check", "-i", inventory, "site.yml"], prefix=prefix)
+                     ["ansible-playbook", "--syntax-check", "-i", inventory, "site.yml"], prefix=prefix,
+                     yielding=True)
 
     def unit(prefix: str = "") -> None:
         # Most unit tests run ansible-playbook (CPU-bound): one worker per
         # core, each test file on one worker in file order (some build on
         # the one before).
         run.step("unit tests", ["pytest", "-q", "-n", "auto", "--dist", "loadfile", "tests/unit",
-                                f"--junitxml={reports}/unit.xml"], prefix=prefix)
+                                f"--junitxml={reports}/unit.xml"], prefix=prefix, yielding=True)
 
     checks = {"lint": lint, "unit": unit}
 
