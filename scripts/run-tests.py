@@ -83,15 +83,12 @@ TAIL_NICENESS = 10
 WAITS_FOR_BOOT = {"converge"}
 
 
-def _yield_cpu() -> None:
-    """In the child before it runs: a session of its own, its autogroup
-    niced by TAIL_NICENESS (and the process, where autogroups are off)."""
-    os.setsid()
-    try:
-        Path("/proc/self/autogroup").write_text(f"{TAIL_NICENESS}\n")
-    except OSError:
-        pass
-    os.nice(TAIL_NICENESS)
+def _yielding(cmd: list[str]) -> list[str]:
+    """The command, run so that it yields the CPU: in the session of its own
+    that Popen(start_new_session=True) gives it, the shell niced its session's
+    autogroup (where the kernel has autogroups) and the command itself."""
+    return ["sh", "-c", f'echo {TAIL_NICENESS} 2>/dev/null >/proc/self/autogroup; exec nice -n {TAIL_NICENESS} "$@"',
+            "sh", *cmd]
 
 
 class Run:
@@ -118,9 +115,8 @@ class Run:
         start = time.monotonic()
         self.running.append(name)
         started_at = start - self.started
-        with subprocess.Popen(cmd, cwd=PROJECT, env={**os.environ, **(env or {})},
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              preexec_fn=_yield_cpu if yielding else None) as proc:
+        with subprocess.Popen(_yielding(cmd) if yielding else cmd, cwd=PROJECT, env={**os.environ, **(env or {})},
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=yielding) as proc:
             assert proc.stdout is not None
             with open(self.reports / log if log else os.devnull, "wb") as kept:
                 for line in proc.stdout:
