@@ -30,14 +30,22 @@ def json_config(directory: Path) -> Path:
 
 def run_playbook(directory: Path, args: list[str], timeout: int = 900) -> tuple[int, dict]:
     """ansible-playbook with these arguments; its exit status and its report."""
+    status, report, _ = run_playbook_with_output(directory, args, timeout)
+    return status, report
+
+
+def run_playbook_with_output(directory: Path, args: list[str], timeout: int = 900,
+                             executable: str = "ansible-playbook") -> tuple[int, dict, str]:
+    """As run_playbook, and the run's whole stdout and stderr (where a secret
+    must never appear)."""
     env = {**os.environ, "ANSIBLE_CONFIG": str(json_config(directory)), "ANSIBLE_FORCE_COLOR": "false"}
     for name in ("ANSIBLE_STDOUT_CALLBACK", "ANSIBLE_CALLBACKS_ENABLED", "ANSIBLE_CALLBACK_WHITELIST"):
         env.pop(name, None)
-    run = subprocess.run(["ansible-playbook", *args], cwd=PROJECT, env=env, capture_output=True, text=True,
+    run = subprocess.run([executable, *args], cwd=PROJECT, env=env, capture_output=True, text=True,
                          timeout=timeout, check=False)
     if "{" not in run.stdout:
         raise AssertionError(f"ansible-playbook wrote no report (exit {run.returncode}):\n{run.stderr[-3000:]}")
-    return run.returncode, json.loads(run.stdout[run.stdout.index("{"):])
+    return run.returncode, json.loads(run.stdout[run.stdout.index("{"):]), run.stdout + run.stderr
 
 
 def changed_tasks(report: dict, host: str) -> list[str]:

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "molecule" / "shared"))
-import playbook_report  # noqa: E402 (molecule/shared: the JSON report's ansible.cfg)
-
 PROJECT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(PROJECT / "molecule" / "shared"))
+import playbook_report  # noqa: E402 (molecule/shared: ansible-playbook with a JSON report)
+
 # The ansible-playbook of the interpreter running the tests (the project venv).
 _VENV_PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"
 ANSIBLE_PLAYBOOK = str(_VENV_PLAYBOOK) if _VENV_PLAYBOOK.exists() else "ansible-playbook"
@@ -96,15 +96,8 @@ def run_cases(tmp_path_factory):
             "      no_log: true\n"
             + textwrap.indent(tasks, "    ")
         )
-        env = {**os.environ, "ANSIBLE_CONFIG": str(playbook_report.json_config(folder)), "ANSIBLE_NOCOLOR": "1"}
-        for name in ("ANSIBLE_STDOUT_CALLBACK", "ANSIBLE_CALLBACKS_ENABLED"):
-            env.pop(name, None)
-        proc = subprocess.run([ANSIBLE_PLAYBOOK, "-i", str(folder / "hosts.json"), str(folder / "play.yml")],
-                              cwd=PROJECT, env=env, capture_output=True, text=True, check=False)
-        output = proc.stdout + proc.stderr
-        if "{" not in proc.stdout:
-            raise AssertionError(f"ansible-playbook wrote no report (exit {proc.returncode}):\n{output[-3000:]}")
-        report = json.loads(proc.stdout[proc.stdout.index("{"):])
+        _, report, output = playbook_report.run_playbook_with_output(
+            folder, ["-i", str(folder / "hosts.json"), str(folder / "play.yml")], executable=ANSIBLE_PLAYBOOK)
         results = {}
         for name in cases:
             stats = report["stats"].get(name, {})
