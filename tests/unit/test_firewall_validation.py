@@ -53,3 +53,43 @@ def test_invalid_extra_rule_source_is_named_in_the_error(results):
     result = results["bad-extra-rule"]
     assert result.returncode != 0
     assert 'firewall_extra_rules contains "192.0.2.0/33"' in result.stdout
+
+
+# The play's own SSH connection, as the host's facts report it (SSH_CONNECTION:
+# client address, client port, server address, server port).
+VALIDATE_WITH_CONNECTION = (
+    "- ansible.builtin.setup:\n    gather_subset: ['!all', '!min', env]\n"
+    "  environment:\n    SSH_CONNECTION: \"{{ ssh_connection }}\"\n" + VALIDATE
+)
+CONNECTIONS = {
+    "from-an-admin-network": "192.0.2.5 50022 192.0.2.1 22",
+    "from-an-admin-network-over-ipv6": "2001:db8::5 50022 2001:db8::1 22",
+    "from-outside-the-admin-networks": "198.51.100.7 50022 192.0.2.1 22",
+    "to-another-ssh-port": "192.0.2.5 50022 192.0.2.1 2222",
+}
+
+
+@pytest.fixture(scope="module")
+def connection_results(run_cases):
+    return run_cases(VALIDATE_WITH_CONNECTION,
+                     {name: {**GOOD, "ssh_connection": connection} for name, connection in CONNECTIONS.items()})
+
+
+@pytest.mark.parametrize("case", ["from-an-admin-network", "from-an-admin-network-over-ipv6"])
+def test_a_connection_from_an_admin_network_passes(connection_results, case):
+    result = connection_results[case]
+    assert result.returncode == 0, result.output[-3000:]
+
+
+def test_a_connection_the_firewall_would_cut_is_refused_naming_the_address(connection_results):
+    result = connection_results["from-outside-the-admin-networks"]
+    assert result.returncode != 0
+    assert "from 198.51.100.7, which is not in firewall_admin_cidrs" in result.stdout
+    assert "firewall_ssh_port" not in result.stdout
+
+
+def test_an_ssh_port_other_than_the_one_in_use_is_refused(connection_results):
+    result = connection_results["to-another-ssh-port"]
+    assert result.returncode != 0
+    assert "at port 2222, but firewall_ssh_port is 22" in result.stdout
+    assert "not in firewall_admin_cidrs" not in result.stdout
