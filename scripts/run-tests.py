@@ -88,9 +88,6 @@ WAITS_FOR_BOOT = {"converge"}
 # VM was up in CI's run of 0b9630a); they took 65 s of the lane after the
 # default scenario's destroy.
 PRESTAGED_STEPS = ["destroy", "syntax", "create", "prepare"]
-# A scenario that another follows in its lane is destroyed beside the next
-# one's steps (the default scenario's took 69 s of the lane, most of it the
-# disk dropping its containers' layers).
 
 
 def _yielding(cmd: list[str]) -> list[str]:
@@ -244,7 +241,6 @@ def main() -> int:
             for action in [a for a in MOLECULE_SEQUENCE if a not in SKIPPED_STEPS.get(scenario, set()) | done]:
                 if scenario != BOOT_FIRST[0] and action in WAITS_FOR_BOOT and not booted.is_set():
                     prestage(later)
-                    later = []
                     booted.wait()
                 if not molecule_step(scenario, action, prefix):
                     break
@@ -284,7 +280,8 @@ def main() -> int:
         # The lane's own items, then the shared tail one item at a time.
         # Beside another lane, a scenario with another after it gets that
         # one's early steps done while it waits for the VM's boot, and is
-        # destroyed beside it.
+        # destroyed beside it (the default scenario's destroy took 69 s of
+        # the lane, most of it the disk dropping its containers' layers).
         scenarios = [item for item in lane if item not in checks]
         background: list[threading.Thread] = []
         for item in itertools.chain(lane, iter(next_shared, None)):

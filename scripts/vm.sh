@@ -18,9 +18,10 @@
 # All forwarded ports listen on 127.0.0.1 only.
 #
 # Environment: SANDBOX_CACHE, VM_MEMORY (MiB, default 3072), VM_CPUS (default 1:
-#              a second vCPU buys nothing on this 2-core machine, and beside
-#              busy containers its lock waits cost CPU: the same guest
-#              commands took 191 CPU-s with two vCPUs, 171 with one),
+#              beside busy containers a second vCPU's lock waits cost CPU:
+#              the same guest commands took 191 CPU-s with two vCPUs, 171
+#              with one; Lynis is the exception, 930 s with one vCPU and a
+#              whole core against 372 s with two on a quiet machine),
 #              VM_NICE (default -10: the niceness of the emulator's autogroup;
 #              an emulated guest does everything 15-20x slower, so it gets the
 #              core it asks for before the containers and the controller do:
