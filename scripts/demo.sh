@@ -35,6 +35,11 @@ if podman container exists "$NAME" && [[ "$(podman inspect -f '{{.Image}}' "$NAM
   log "sandbox image changed; recreating $NAME"
   podman rm -f --time 10 "$NAME" >/dev/null
 fi
+# Hybrid cgroups (CI machines): the container's systemd gets the cgroup2 tree
+# too, so that it sees a unit's last process go (molecule/shared/containers-create.yml).
+CGROUP2_VOLUME=()
+[[ "$(stat -f -c %T /sys/fs/cgroup/unified 2>/dev/null)" == cgroup2fs ]] &&
+  CGROUP2_VOLUME=(-v /sys/fs/cgroup/unified:/sys/fs/cgroup/unified:rw)
 if ! podman container exists "$NAME"; then
   log "creating sandbox host $NAME from $image"
   mkdir -p -m 0700 "$SANDBOX_CACHE/pip"  # pip's downloads, shared by the sandbox hosts
@@ -42,7 +47,7 @@ if ! podman container exists "$NAME"; then
     --ip "$ADDRESS" --cap-add NET_ADMIN --shm-size=1g \
     -v "$SANDBOX_CACHE/pip:/var/cache/sandbox-pip" \
     -v /etc/ssl/certs/ca-certificates.crt:/etc/ssl/host-ca.crt:ro \
-    "$image" /sbin/init >/dev/null
+    "${CGROUP2_VOLUME[@]}" "$image" /sbin/init >/dev/null
 elif [[ "$(podman inspect -f '{{.State.Running}}' "$NAME")" != true ]]; then
   podman start "$NAME" >/dev/null
 fi

@@ -209,8 +209,13 @@ def stopped(node, unit):
             wait_until_vllm_answers(node)
 
 
-def test_api_chats_keep_working_while_a_replicas_vllm_is_stopped(api, nodes):
+def test_a_replicas_vllm_stops_cleanly_and_api_chats_keep_working_meanwhile(api, nodes):
     with stopped(nodes["fleet-node1"], "vllm.service"):
+        # A clean stop: systemd saw the unit's last process go, instead of
+        # waiting out TimeoutStopSec and leaving the unit failed ("timeout").
+        stop = nodes["fleet-node1"].check_output("systemctl show -p Result -p ActiveState vllm.service")
+        assert dict(line.split("=", 1) for line in stop.splitlines()) == \
+            {"Result": "success", "ActiveState": "inactive"}, stop
         assert [api() for _ in range(6)] == [200] * 6
 
 
