@@ -1,31 +1,38 @@
 #!/usr/bin/env python3
-"""Benchmark: chat throughput and median latency through the TLS gateway vs
-straight to vLLM, at a fixed concurrency, on a sandbox host converged with
-site.yml (default: the `make demo` container). Prints its figures; asserts
-nothing (goal: gateway >= 0.95x the direct throughput, <= 5 ms added median
-latency). Run it on a quiet machine: the gateway and vLLM share its cores.
+"""Benchmark: what the TLS gateway costs an API client, on a sandbox host
+converged with site.yml (default: the `make demo` container). Prints its
+figures; asserts nothing. Goals: gateway/direct throughput >= 0.95 and added
+median latency <= 5 ms at 8 concurrent clients. Run it on a quiet machine
+(nothing else running): the clients, nginx and vLLM share its cores.
 
-Two phases in one run: the gateway with per-client API keys (the
-inventory's gateway_api_clients; the client `app` by default: nginx maps its
-key to a name and presents vLLM's key) and with one key for all
-(gateway_api_clients empty: the client sends vLLM's key, nginx passes it on).
-In each phase rounds alternate between "direct" and "gateway" so drift hits
-both; each round's ratio and added latency are printed, and their spread.
+Both ways run from the same client process, inside the host's network
+namespace (nsenter -n), so neither pays a network the other does not:
+"direct" is vLLM on 127.0.0.1:8000 over plain HTTP with vLLM's key;
+"gateway" is nginx on the host's address, port 443, over TLS verified with
+the project's CA, with an API client's key (nginx maps it to the client's
+name, checks its networks and rates, writes the usage audit log line with
+the token counts it reads from the reply, and presents vLLM's key).
 
-Both ways run the same client code on this machine: "direct" inside the
-host's network namespace (nsenter -n) against vLLM on 127.0.0.1:8000 over
-plain HTTP, "gateway" from this machine (in api_client_cidrs) against
-https://<host>/ verified with the project's CA (so "gateway" also pays the
-podman bridge). Each worker keeps one connection open. Keys go to the
-workers in the environment, never in argv.
+Two measurements, each repeated (--rounds) and printed round by round with
+the spread, for two gateway set-ups: per-client keys (the inventory's
+gateway_api_clients, client `app`) and one key for all (gateway_api_clients
+empty: the client sends vLLM's key):
 
-The gateway's API rate limits (gateway_api_rate per address, a client's own
-rate) would turn most of this load into 429s: the script raises them for the
-run by re-running playbooks/gateway.yml, and restores the inventory's
-settings afterwards (--keep-rate-limit to measure as configured).
+- latency: every worker keeps one connection each way and alternates them
+  request by request (direct, gateway, direct, ...): chat completions of one
+  token, so the model's own time is short and both ways see the same load;
+  the added median latency is gateway minus direct.
+- throughput: all workers generate (--max-tokens, ignore_eos) one way for
+  --seconds, then the other way, in the order D G G D (drift hits both);
+  completion tokens per second, gateway/direct.
 
-Usage: bench/gateway_overhead.py [--container llm-demo] [--client app] [--concurrency 8]
-                                 [--requests 64] [--rounds 3] [--max-tokens 32]
+For the run the script lifts the gateway's rate limits and adds the host's
+own address to the API networks, by re-running playbooks/gateway.yml, and
+restores the inventory's settings afterwards. Keys reach the measuring
+process in the environment, never in argv.
+
+Usage: bench/gateway_overhead.py [--container llm-demo] [--concurrency 8] [--rounds 3]
+                                 [--latency-requests 40] [--seconds 30] [--max-tokens 48]
 """
 
 from __future__ import annotations
@@ -38,6 +45,7 @@ import ssl
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -46,126 +54,165 @@ PROJECT = Path(__file__).resolve().parent.parent
 MODEL = "Qwen3-4B-Instruct-2507"
 
 
-def load(url_host: str, port: int, tls_ca: str | None, key: str, concurrency: int, requests: int,
-         max_tokens: int) -> dict:
-    """Send `requests` chat completions over `concurrency` kept-alive
-    connections; returns throughput (completion tokens/s) and latencies."""
-    body = json.dumps({"model": MODEL, "max_tokens": max_tokens, "temperature": 0, "ignore_eos": True,
-                       "messages": [{"role": "user", "content": "Count to ten."}]})
-    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {key}"}
-    context = ssl.create_default_context(cafile=tls_ca) if tls_ca else None
+class Way:
+    """One way to vLLM: a connection factory and the key to send."""
 
-    def worker(count: int) -> list[tuple[float, int]]:
-        if context:
-            conn = http.client.HTTPSConnection(url_host, port, context=context, timeout=120)
-        else:
-            conn = http.client.HTTPConnection(url_host, port, timeout=120)
-        results = []
-        for _ in range(count):
+    def __init__(self, address: str | None, ca: str | None, key: str):
+        self.address, self.key = address, key
+        self.context = ssl.create_default_context(cafile=ca) if ca else None
+
+    def connect(self) -> http.client.HTTPConnection:
+        if self.context:
+            return http.client.HTTPSConnection(self.address, 443, context=self.context, timeout=120)
+        return http.client.HTTPConnection("127.0.0.1", 8000, timeout=120)
+
+    def chat(self, conn: http.client.HTTPConnection, max_tokens: int) -> int:
+        """One chat completion; returns its completion tokens."""
+        body = json.dumps({"model": MODEL, "max_tokens": max_tokens, "temperature": 0, "ignore_eos": True,
+                           "messages": [{"role": "user", "content": "Count to ten."}]})
+        conn.request("POST", "/v1/chat/completions", body=body,
+                     headers={"Content-Type": "application/json", "Authorization": f"Bearer {self.key}"})
+        response = conn.getresponse()
+        data = response.read()
+        if response.status != 200:
+            raise SystemExit(f"HTTP {response.status}: {data[:200]!r}")
+        return json.loads(data)["usage"]["completion_tokens"]
+
+
+def latency_round(direct: Way, gateway: Way, concurrency: int, requests: int) -> dict:
+    """Each worker alternates direct and gateway requests of one token."""
+
+    def worker(first: int) -> tuple[list[float], list[float]]:
+        ways = [(direct, direct.connect(), []), (gateway, gateway.connect(), [])]
+        for number in range(2 * requests):
+            way, conn, times = ways[(number + first) % 2]
             start = time.perf_counter()
-            conn.request("POST", "/v1/chat/completions", body=body, headers=headers)
-            response = conn.getresponse()
-            data = response.read()
-            elapsed = time.perf_counter() - start
-            if response.status != 200:
-                raise SystemExit(f"HTTP {response.status}: {data[:200]!r}")
-            results.append((elapsed, json.loads(data)["usage"]["completion_tokens"]))
-        conn.close()
-        return results
+            way.chat(conn, 1)
+            times.append(time.perf_counter() - start)
+        for _, conn, _ in ways:
+            conn.close()
+        return ways[0][2], ways[1][2]
 
-    shares = [requests // concurrency + (1 if i < requests % concurrency else 0) for i in range(concurrency)]
+    with ThreadPoolExecutor(concurrency) as pool:
+        parts = list(pool.map(worker, [i % 2 for i in range(concurrency)]))
+    d = [t for part in parts for t in part[0]]
+    g = [t for part in parts for t in part[1]]
+    return {"direct_ms": statistics.median(d) * 1000, "gateway_ms": statistics.median(g) * 1000}
+
+
+def throughput(way: Way, concurrency: int, seconds: float, max_tokens: int) -> float:
+    """Completion tokens per second with `concurrency` workers for `seconds`."""
+    stop = time.perf_counter() + seconds
+    totals, lock = [0], threading.Lock()
+
+    def worker(_: int) -> None:
+        conn = way.connect()
+        while time.perf_counter() < stop:
+            tokens = way.chat(conn, max_tokens)
+            with lock:
+                totals[0] += tokens
+        conn.close()
+
     start = time.perf_counter()
     with ThreadPoolExecutor(concurrency) as pool:
-        done = [r for part in pool.map(worker, shares) for r in part]
-    wall = time.perf_counter() - start
-    latencies = sorted(r[0] for r in done)
-    return {"tokens_per_s": sum(r[1] for r in done) / wall, "median_ms": statistics.median(latencies) * 1000,
-            "p90_ms": latencies[int(len(latencies) * 0.9) - 1] * 1000, "requests": len(done)}
+        list(pool.map(worker, range(concurrency)))
+    return totals[0] / (time.perf_counter() - start)
+
+
+def measure(args) -> None:
+    """Inside the host's network namespace: one set-up, every round; prints JSON."""
+    direct = Way(None, None, os.environ["BENCH_VLLM_KEY"])
+    gateway = Way(args.address, args.ca, os.environ["BENCH_GATEWAY_KEY"])
+    latency_round(direct, gateway, args.concurrency, 4)  # warm-up: connections, caches
+    rounds = []
+    for number in range(1, args.rounds + 1):
+        lat = latency_round(direct, gateway, args.concurrency, args.latency_requests)
+        first, second = (direct, gateway) if number % 2 else (gateway, direct)
+        rates = {id(first): throughput(first, args.concurrency, args.seconds, args.max_tokens)}
+        rates[id(second)] = throughput(second, args.concurrency, args.seconds, args.max_tokens)
+        rounds.append({**lat, "direct_tps": rates[id(direct)], "gateway_tps": rates[id(gateway)]})
+        print(json.dumps(rounds[-1]), file=sys.stderr, flush=True)
+    print(json.dumps(rounds))
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--container", default="llm-demo")
     parser.add_argument("--concurrency", type=int, default=8)
-    parser.add_argument("--requests", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--max-tokens", type=int, default=32)
+    parser.add_argument("--latency-requests", type=int, default=40,
+                        help="one-token requests each worker sends each way per round")
+    parser.add_argument("--seconds", type=float, default=30, help="length of each throughput run")
+    parser.add_argument("--max-tokens", type=int, default=48, help="tokens per request in the throughput runs")
     parser.add_argument("--secrets", default=str(PROJECT / "secrets" / "sandbox"),
-                        help="the inventory's secrets store (API key, gateway CA)")
+                        help="the inventory's secrets store (API keys, gateway CA)")
     parser.add_argument("--inventory", default=str(PROJECT / "inventory" / "sandbox" / "hosts.yml"))
     parser.add_argument("--client", default="app", help="the API client (gateway_api_clients) to send as")
-    parser.add_argument("--keep-rate-limit", action="store_true", help="do not lift the API rate limits")
-    parser.add_argument("--direct-worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--measure", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--address", help=argparse.SUPPRESS)
+    parser.add_argument("--ca", help=argparse.SUPPRESS)
     args = parser.parse_args()
-
-    if args.direct_worker:  # inside the host's network namespace
-        result = load("127.0.0.1", 8000, None, os.environ["BENCH_API_KEY"], args.concurrency, args.requests,
-                      args.max_tokens)
-        print(json.dumps(result))
+    if args.measure:
+        measure(args)
         return 0
 
     os.environ.setdefault("CONTAINERS_CONF", str(PROJECT / "sandbox" / "containers.conf"))
-    vllm_key = (Path(args.secrets) / "vllm-api-key").read_text().strip()
-    client_key = (Path(args.secrets) / "api-clients" / args.client).read_text().strip()
-    ca = str(Path(args.secrets) / "gateway-ca.crt")
-    inspect = subprocess.run(["podman", "inspect", "-f", "{{.State.Pid}} {{.NetworkSettings.IPAddress}}",
-                              args.container], capture_output=True, text=True, check=True).stdout.split()
-    pid, address = inspect[0], inspect[1]
-
-    def direct() -> dict:
-        proc = subprocess.run(["nsenter", "-t", pid, "-n", sys.executable, __file__, "--direct-worker",
-                               "--concurrency", str(args.concurrency), "--requests", str(args.requests),
-                               "--max-tokens", str(args.max_tokens)],
-                              capture_output=True, text=True, check=False,
-                              env={**os.environ, "BENCH_API_KEY": vllm_key})
-        if proc.returncode != 0:
-            raise SystemExit(f"direct run failed: {proc.stderr[-500:]}")
-        return json.loads(proc.stdout)
-
-    def gateway_with(key: str):
-        return lambda: load(address, 443, ca, key, args.concurrency, args.requests, args.max_tokens)
+    secrets = Path(args.secrets)
+    vllm_key = (secrets / "vllm-api-key").read_text().strip()
+    client_key = (secrets / "api-clients" / args.client).read_text().strip()
+    ca = str(secrets / "gateway-ca.crt")
+    pid, address = subprocess.run(["podman", "inspect", "-f", "{{.State.Pid}} {{.NetworkSettings.IPAddress}}",
+                                   args.container], capture_output=True, text=True, check=True).stdout.split()
+    cidrs = subprocess.run(["ansible", "-i", args.inventory, args.container, "-m", "ansible.builtin.debug",
+                            "-a", "var=api_client_cidrs"], capture_output=True, text=True, check=True,
+                           cwd=PROJECT).stdout
+    cidrs = json.loads(cidrs[cidrs.index("{"):])["api_client_cidrs"]
 
     def gateway_play(*extra: str) -> None:
         subprocess.run(["ansible-playbook", "-i", args.inventory, str(PROJECT / "playbooks" / "gateway.yml"),
                         *extra], check=True, stdout=subprocess.DEVNULL, cwd=PROJECT,
                        env={**os.environ, "ANSIBLE_CONFIG": str(PROJECT / "ansible.cfg")})
 
-    lift = [] if args.keep_rate_limit else [
-        "-e", json.dumps({"gateway_api_rate": "100000r/s", "gateway_api_burst": 100000,
-                          "gateway_api_client_rate": "100000r/s", "gateway_api_client_burst": 100000})]
-    phases = [("per-client keys", gateway_with(client_key), lift),
-              ("one key for all", gateway_with(vllm_key), [*lift, "-e", json.dumps({"gateway_api_clients": []})])]
-    print(f"host {args.container} ({address}); concurrency {args.concurrency}, {args.requests} requests "
-          f"of {args.max_tokens} tokens per run, {args.rounds} rounds per phase", flush=True)
+    open_up = {"gateway_api_rate": "100000r/s", "gateway_api_burst": 100000,
+               "gateway_api_client_rate": "100000r/s", "gateway_api_client_burst": 100000,
+               "api_client_cidrs": [*cidrs, f"{address}/32"]}
+    setups = [("per-client keys", client_key, open_up),
+              ("one key for all", vllm_key, {**open_up, "gateway_api_clients": []})]
+    print(f"host {args.container} ({address}); {args.concurrency} concurrent clients; {args.rounds} rounds; "
+          f"latency: {args.latency_requests} one-token chats per client each way, alternated; "
+          f"throughput: {args.seconds:g} s each way of {args.max_tokens}-token chats", flush=True)
     summary = []
     try:
-        for label, gateway, extra in phases:
+        for label, key, extra in setups:
             print(f"\n{label}: configuring the gateway", flush=True)
-            gateway_play(*extra)
-            summary.append((label, measure(args, direct, gateway)))
+            gateway_play("-e", json.dumps(extra))
+            proc = subprocess.run(["nsenter", "-t", pid, "-n", sys.executable, __file__, "--measure",
+                                   "--address", address, "--ca", ca, "--concurrency", str(args.concurrency),
+                                   "--rounds", str(args.rounds), "--latency-requests", str(args.latency_requests),
+                                   "--seconds", str(args.seconds), "--max-tokens", str(args.max_tokens)],
+                                  stdout=subprocess.PIPE, text=True, check=False,
+                                  env={**os.environ, "BENCH_VLLM_KEY": vllm_key, "BENCH_GATEWAY_KEY": key})
+            if proc.returncode != 0:
+                raise SystemExit(f"{label}: the measuring process failed")
+            rounds = json.loads(proc.stdout)
+            for number, r in enumerate(rounds, 1):
+                print(f"  round {number}: latency direct {r['direct_ms']:6.1f} ms, gateway {r['gateway_ms']:6.1f} ms "
+                      f"(added {r['gateway_ms'] - r['direct_ms']:+5.1f}) | throughput direct "
+                      f"{r['direct_tps']:6.1f} tok/s, gateway {r['gateway_tps']:6.1f} tok/s "
+                      f"(ratio {r['gateway_tps'] / r['direct_tps']:.3f})", flush=True)
+            summary.append((label, rounds))
     finally:
         print("\nrestoring the gateway's settings", flush=True)
         gateway_play()
-    print("\nsummary (median of the rounds; spread: lowest-highest round)")
-    for label, figures in summary:
-        print(f"  {label:16s} throughput gateway/direct {figures['ratio']:.3f} ({figures['ratio_spread']})  "
-              f"added median latency {figures['added_ms']:+.1f} ms ({figures['added_spread']})")
-    print("goals: throughput ratio >= 0.95, added median latency <= 5 ms")
+    print("\nsummary: median of the rounds (spread: lowest to highest round)")
+    for label, rounds in summary:
+        added = [r["gateway_ms"] - r["direct_ms"] for r in rounds]
+        ratio = [r["gateway_tps"] / r["direct_tps"] for r in rounds]
+        print(f"  {label:16s} added median latency {statistics.median(added):+.1f} ms "
+              f"({min(added):+.1f} to {max(added):+.1f});  throughput gateway/direct "
+              f"{statistics.median(ratio):.3f} ({min(ratio):.3f} to {max(ratio):.3f})")
+    print("goals: added median latency <= 5 ms, throughput ratio >= 0.95")
     return 0
-
-
-def measure(args, direct, gateway) -> dict:
-    gateway()  # warm-up: TLS session, caches
-    ratios, added = [], []
-    for number in range(1, args.rounds + 1):
-        d, g = direct(), gateway()
-        ratios.append(g["tokens_per_s"] / d["tokens_per_s"])
-        added.append(g["median_ms"] - d["median_ms"])
-        print(f"  round {number}: direct {d['tokens_per_s']:7.1f} tok/s median {d['median_ms']:7.1f} ms | "
-              f"gateway {g['tokens_per_s']:7.1f} tok/s median {g['median_ms']:7.1f} ms | "
-              f"ratio {ratios[-1]:.3f}, added {added[-1]:+.1f} ms", flush=True)
-    return {"ratio": statistics.median(ratios), "ratio_spread": f"{min(ratios):.3f}-{max(ratios):.3f}",
-            "added_ms": statistics.median(added), "added_spread": f"{min(added):+.1f} to {max(added):+.1f} ms"}
 
 
 if __name__ == "__main__":

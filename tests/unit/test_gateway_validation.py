@@ -50,6 +50,13 @@ CLASHING_PORTS = [{"gateway_replica_port": 443}, {"gateway_pool_port": 8001},
                   {"gateway_replica_port": 8002}, {"gateway_replica_port": 70000}]
 BAD_TLS_NAMES = ["replica", "Replica.Internal", "-bad.internal", "a b.internal"]
 LOW_HEALTH_SETTINGS = [{"gateway_replica_tries": 0}, {"gateway_replica_max_fails": 0}]
+BAD_USAGE_LOGS = [
+    ({"gateway_usage_log": "/var/log/usage.log"}, "gateway_usage_log must be a file in a folder of its own"),
+    ({"gateway_usage_log": "/tmp/llm/usage.log"}, "gateway_usage_log must be a file in a folder of its own"),
+    ({"gateway_usage_log_retention_days": 0}, "gateway_usage_log_retention_days must be a number of days"),
+    ({"gateway_usage_log_max_size": "lots"}, "gateway_usage_log_max_size must be a size"),
+    ({"gateway_usage_log_max_files": 0}, "gateway_usage_log_max_size must be a size"),
+]
 CLIENT_KEY = "Kq7" * 12
 
 
@@ -104,6 +111,9 @@ def results(run_cases, files):
         cases[f"replica-tls-name-{index}"] = {"gateway_replica_tls_name": name}
     for index, overrides in enumerate(LOW_HEALTH_SETTINGS):
         cases[f"health-{index}"] = overrides
+    for index, (overrides, _) in enumerate(BAD_USAGE_LOGS):
+        cases[f"usage-log-{index}"] = overrides
+    cases["usage-log-off"] = {"gateway_usage_log": ""}
     return run_cases(TASKS, cases)
 
 
@@ -248,3 +258,14 @@ def test_bad_api_clients_are_refused_by_name_and_their_keys_never_shown(results)
     assert "gateway_api_clients[1] (claims-batch) has the name of gateway_api_clients[0]" in result.stdout
     assert "gateway_api_clients[1] (claims-batch): rate must be a rate such as 2r/s" in result.stdout
     assert CLIENT_KEY not in result.output
+
+
+@pytest.mark.parametrize("index", range(len(BAD_USAGE_LOGS)))
+def test_a_usage_log_outside_its_own_log_folder_or_without_a_bound_is_refused(results, index):
+    result = results[f"usage-log-{index}"]
+    assert result.returncode != 0
+    assert BAD_USAGE_LOGS[index][1] in result.stdout
+
+
+def test_the_usage_log_may_be_turned_off(results):
+    assert results["usage-log-off"].returncode == 0, results["usage-log-off"].stdout[-2000:]

@@ -35,6 +35,8 @@ VENV_PYTHON = "/opt/chainlit/venv/bin/python"
 ENV_FILE = "/etc/chainlit/chainlit.env"
 USERS_FILE = "/etc/chainlit/users.json"
 KEY_FILE = "/etc/chainlit/identity.key"
+# The gateway's usage audit log (roles/gateway, gateway_usage_log).
+USAGE_LOG = "/var/log/llm-usage/usage.log"
 UNIT_FILE = "/etc/systemd/system/chainlit.service"
 # Each run's own marker, sent as chat text: it must never reach a log.
 CANARY = f"canary-{uuid.uuid4().hex}"
@@ -364,16 +366,38 @@ def test_logs_hold_no_chat_text_and_no_user_name(host, user):
     assert found.stdout == ""
 
 
+def user_tag(host, name):
+    """HMAC-SHA256 of the name under the host's key, 16 hex digits (computed on the host)."""
+    return on_host(host, ["python3", "-c", (
+        "import hashlib, hmac, sys; key = open(%r, 'rb').read().strip(); "
+        "print(hmac.new(key, sys.stdin.read().rstrip('\\n').encode(), hashlib.sha256).hexdigest()[:16])") % KEY_FILE],
+        name).strip()
+
+
 def test_user_tag_in_logs_is_an_hmac_under_the_host_key(host, user):
     since = host_now(host)
     login_status(host, user["name"], user["password"])
     logged = re.findall(r"login accepted user=([0-9a-f]+)", journal(host, since))
-    expected = on_host(host, ["python3", "-c", (
-        "import hashlib, hmac, sys; key = open(%r, 'rb').read().strip(); "
-        "print(hmac.new(key, sys.stdin.read().rstrip('\\n').encode(), hashlib.sha256).hexdigest()[:16])") % KEY_FILE],
-        user["name"])
+    expected = user_tag(host, user["name"])
     assert logged and logged[-1] == expected
     assert expected != hashlib.md5(user["name"].encode()).hexdigest()[:16]
+
+
+def test_each_chat_message_has_a_usage_line_with_the_users_tag_and_token_counts_and_no_text(host, user):
+    before = len(host.file(USAGE_LOG).content_string.splitlines())
+    since = host_now(host)
+    result = chat(host, user, [f"Count {CANARY}"])
+    assert result["login"] == 200 and result["turns"][0]["errors"] == 0
+    time.sleep(0.5)
+    text = host.file(USAGE_LOG).content_string
+    lines = [json.loads(line) for line in text.splitlines()[before:]]
+    assert [(line["kind"], line["who"], line["route"], line["status"]) for line in lines] == [
+        ("chat", user_tag(host, user["name"]), "/v1/chat/completions", 200)], lines
+    # The same completion tokens Chainlit itself counted from the stream.
+    counted = re.findall(r"reply done user=\w+ messages=\d+ chunks=\d+ tokens=(\d+)", journal(host, since))
+    assert counted and lines[0]["completion_tokens"] == int(counted[-1]) > 0
+    assert lines[0]["prompt_tokens"] > 0
+    assert CANARY not in text and user["name"] not in text
 
 
 def test_page_refers_to_no_other_origin(host, public_origin):

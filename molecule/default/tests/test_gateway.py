@@ -43,6 +43,8 @@ CLIENTS_FILE = "/etc/nginx/api-clients.conf"
 # batch is held to 6 requests a minute with a burst of 1.
 CLIENTS = ("app", "notebook", "batch")
 ERROR_LOG = "/var/log/nginx/error.log"
+USAGE_LOG = "/var/log/llm-usage/usage.log"
+USAGE_ROTATION = "/etc/logrotate.d/llm-usage"
 
 # vLLM routes that must never be reachable through the gateway, with or
 # without the key (method, path).
@@ -444,6 +446,83 @@ def test_the_access_log_names_the_api_client_and_no_key(host, gateway, client_ke
     # A request without a client's key (the chat's) names no client.
     assert [line for line in log.splitlines() if page in line][-1].endswith(" -")
     assert not [key for key in (*client_keys.values(), vllm_key) if key in log], "a key is in the access log"
+
+
+# --- The usage audit log (gateway_usage_log) ---------------------------------------
+
+def usage_lines(host, after=0):
+    """The usage log's lines (parsed), from line number `after` on."""
+    return [json.loads(line) for line in host.file(USAGE_LOG).content_string.splitlines()[after:]]
+
+
+def stream_usage(raw):
+    """The last usage object of a streamed reply (server-sent events)."""
+    events = [json.loads(line[6:]) for line in raw.decode().splitlines()
+              if line.startswith("data: {")]
+    return [event["usage"] for event in events if event.get("usage")][-1]
+
+
+def test_usage_log_has_a_line_per_api_request_with_client_route_status_and_token_counts(
+        host, gateway, client_keys, vllm_key):
+    canary = f"usage-canary-{uuid.uuid4().hex}"
+    before = len(usage_lines(host))
+    status, _, body = gateway("POST", "/v1/chat/completions", headers=bearer(client_keys["notebook"]),
+                              body=chat_body(f"Say {canary}", max_tokens=5))
+    assert status == 200, body[:300]
+    plain = json.loads(body)["usage"]
+    # A stream whose client did not ask for usage (vllm_force_include_usage).
+    status, _, raw = gateway("POST", "/v1/completions", headers=bearer(client_keys["app"]),
+                             body={"model": MODEL, "prompt": f"Say {canary}", "max_tokens": 4,
+                                   "temperature": 0, "stream": True})
+    assert status == 200, raw[:300]
+    streamed = stream_usage(raw)
+    assert gateway("GET", "/v1/models", headers=bearer("wrong-key-0123456789abcdef0123456789"))[0] == 401
+    time.sleep(0.5)
+    lines = usage_lines(host, before)
+    assert [(line["kind"], line["who"], line["route"], line["status"]) for line in lines] == [
+        ("api", "notebook", "/v1/chat/completions", 200),
+        ("api", "app", "/v1/completions", 200),
+        ("api", "-", "/v1/models", 401),
+    ], lines
+    assert (lines[0]["prompt_tokens"], lines[0]["completion_tokens"]) == (
+        plain["prompt_tokens"], plain["completion_tokens"])
+    assert (lines[1]["prompt_tokens"], lines[1]["completion_tokens"]) == (
+        streamed["prompt_tokens"], streamed["completion_tokens"])
+    assert plain["prompt_tokens"] > 0 and 0 < streamed["completion_tokens"] <= 4
+    assert (lines[2]["prompt_tokens"], lines[2]["completion_tokens"]) == (None, None)
+    assert all(line["seconds"] >= 0 and line["time"] for line in lines)
+    text = host.file(USAGE_LOG).content_string
+    assert canary not in text, "chat text is in the usage log"
+    assert not [key for key in (*client_keys.values(), vllm_key) if key in text], "a key is in the usage log"
+
+
+def test_usage_log_is_root_only_and_rotated_with_its_retention_and_size_bound(host, gateway, client_keys):
+    folder, log = host.file("/var/log/llm-usage"), host.file(USAGE_LOG)
+    assert (folder.user, folder.group, folder.mode) == ("root", "root", 0o700)
+    assert (log.user, log.group, log.mode) == ("root", "root", 0o600)
+    rotation = host.file(USAGE_ROTATION).content_string
+    for setting in ("daily", "maxage 180", "maxsize 100M", "rotate 400", "compress", "create 0600 root root"):
+        assert re.search(rf"^\s*{setting}$", rotation, re.M), setting
+    # A rotation now: the old lines move to a root-only file, nginx writes on
+    # in a new one once its reload (asynchronous) has taken effect; until
+    # then the old workers still write to the rotated file. No line is lost.
+    before = len(usage_lines(host))
+    assert before > 0
+    assert host.run("logrotate --force %s", USAGE_ROTATION).rc == 0
+    rotated = host.check_output("ls %s-*", USAGE_LOG).split()
+    assert rotated and all(host.file(path).mode == 0o600 for path in rotated)
+    newest = [path for path in rotated if not path.endswith(".gz")]  # delaycompress
+    assert len(newest) == 1, rotated
+    sent, deadline = 0, time.monotonic() + 20
+    while not host.file(USAGE_LOG).content_string and time.monotonic() < deadline:
+        assert gateway("GET", "/v1/models", headers=bearer(client_keys["app"]))[0] == 200
+        sent += 1
+        time.sleep(0.5)
+    lines = usage_lines(host)
+    assert lines and all(line["who"] == "app" for line in lines), lines
+    assert host.file(newest[0]).content_string.count("\n") == before + sent - len(lines)
+    log = host.file(USAGE_LOG)
+    assert (log.user, log.group, log.mode) == ("root", "root", 0o600)
 
 
 def test_client_keys_and_vllms_key_are_only_in_the_root_only_clients_file(host, client_keys, vllm_key):

@@ -160,6 +160,8 @@ async def answer(message: cl.Message):
             max_tokens=preferences.max_tokens,
             stream=True,
             stream_options={"include_usage": True},
+            # For the gateway's usage audit log: the keyed hash, never the name.
+            extra_headers={"X-Chat-User": current_user_tag()},
         )
         # Leaving this block closes the HTTP stream: on Stop (cancellation)
         # vLLM sees the client go away and stops generating.
