@@ -46,12 +46,6 @@ CANARY = f"metrics-canary-{uuid.uuid4().hex}"
 
 
 @pytest.fixture(scope="module")
-def secrets_dir(host):
-    result = host.ansible("debug", "var=llm_secrets_dir", check=False)
-    return Path(result["llm_secrets_dir"])
-
-
-@pytest.fixture(scope="module")
 def client_dir(secrets_dir):
     folder = secrets_dir / "metrics-client"
     assert (folder / "client.key").is_file(), f"no client key for Prometheus in {folder}"
