@@ -59,4 +59,19 @@ fi
 # into ansible.cfg's collections_path; with scenarios started side by side, two
 # of them creating that folder at once made one fail (FileExistsError). Made here.
 mkdir -p .ansible/collections/ansible_collections
+# promtool (Debian's `prometheus` package) checks the shipped scrape
+# configuration and alert rules in the unit tests. Only that one program is
+# taken from the package, into the venv: no Prometheus server on this machine.
+if [[ ! -x "$VENV/bin/promtool" ]]; then
+  log "extracting promtool from Debian's prometheus package into $VENV/bin"
+  workdir="$(mktemp -d)"
+  (cd "$workdir" && apt-get download prometheus >/dev/null 2>&1) \
+    || { apt-get update -qq && (cd "$workdir" && apt-get download prometheus >/dev/null); } \
+    || die "apt-get could not download the prometheus package (for promtool)"
+  dpkg-deb -x "$workdir"/prometheus_*.deb "$workdir/root"
+  install -m 0755 "$workdir/root/usr/bin/promtool" "$VENV/bin/promtool"
+  rm -rf "$workdir"
+else
+  log "promtool present"
+fi
 log "set-up complete"

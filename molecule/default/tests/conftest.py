@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 import pytest
 import testinfra
@@ -21,6 +22,12 @@ PROBE_PORT = 8999
 def outsider():
     """The container outside every allowed network (see molecule.yml)."""
     return testinfra.get_host("podman://outsider")
+
+
+@pytest.fixture(scope="module")
+def secrets_dir(host):
+    """The controller-side secrets store of this inventory (llm_secrets_dir)."""
+    return Path(host.ansible("debug", "var=llm_secrets_dir", check=False)["llm_secrets_dir"])
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,6 @@ import ssl
 import time
 import urllib.request
 import uuid
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
@@ -42,11 +41,6 @@ MODEL = "Qwen3-4B-Instruct-2507"
 CANARY = f"privacy-canary-{uuid.uuid4().hex}"
 # Where the encrypted model volume is mounted on real hosts (a plain directory here).
 MODEL_VOLUME = "/srv/models"
-
-
-@pytest.fixture(scope="module")
-def secrets_dir(host):
-    return Path(host.ansible("debug", "var=llm_secrets_dir", check=False)["llm_secrets_dir"])
 
 
 @pytest.fixture(scope="module")

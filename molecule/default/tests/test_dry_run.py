@@ -21,4 +21,4 @@ def test_a_dry_run_of_site_yml_on_the_converged_host_reports_no_change_and_no_fa
     assert stats["changed"] == 0, playbook_report.changed_tasks(report, "llm-node1")
     # The dry run went through every stage, not only preflight.
     plays = [play["play"]["name"] for play in report["plays"]]
-    assert len(plays) == 9, plays
+    assert len(plays) == 10, plays

@@ -40,7 +40,8 @@ def test_ssh_and_gateway_rules_name_only_the_configured_networks(host):
     assert any(line.startswith("443/tcp") and "10.88.0.1" in line for line in rules), rules
     for line in rules:
         assert "Anywhere" not in line.split("IN", 1)[1], f"rule open to anyone: {line}"
-        assert line.split()[0] in {"22/tcp", "443/tcp"}, f"unexpected open port: {line}"
+        # 9443: the metrics listener, for metrics_client_cidrs (test_metrics.py).
+        assert line.split()[0] in {"22/tcp", "443/tcp", "9443/tcp"}, f"unexpected open port: {line}"
 
 
 def test_client_network_reaches_the_gateway_port(host, host_address, listeners):

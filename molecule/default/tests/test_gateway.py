@@ -72,13 +72,6 @@ LIVE_ON_VLLM = [("GET", "/metrics"), ("GET", "/health"), ("GET", "/version"), ("
 # --- fixtures -----------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def secrets_dir(host):
-    """The controller-side secrets store of this inventory (llm_secrets_dir)."""
-    result = host.ansible("debug", "var=llm_secrets_dir", check=False)
-    return Path(result["llm_secrets_dir"])
-
-
-@pytest.fixture(scope="module")
 def ca_file(secrets_dir):
     path = secrets_dir / "gateway-ca.crt"
     assert path.is_file(), f"the role left no CA certificate for clients at {path}"
