@@ -1,4 +1,4 @@
-"""Private metrics (issue 17): the host's exporters (node, nginx, vLLM's own)
+"""Private metrics: the host's exporters (node, nginx, vLLM's own)
 answer only on 127.0.0.1; the gateway's metrics listener (port 9443) serves
 them to the sandbox's metrics_client_cidrs (this machine, 10.88.0.1) with the
 client certificate the project issued into the controller's secrets store,
