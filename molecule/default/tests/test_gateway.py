@@ -34,6 +34,7 @@ import playbook_report  # molecule/shared, on the path by conftest.py
 testinfra_hosts = ["gateways"]
 
 PORT = 443
+METRICS_PORT = 9443
 MODEL = "Qwen3-4B-Instruct-2507"
 VLLM_ENV = "/etc/vllm/vllm.env"
 TLS_DIR = "/etc/nginx/tls"
@@ -211,7 +212,7 @@ def test_nginx_is_enabled_and_running(host):
     assert nginx.is_running
 
 
-def test_only_the_gateway_port_listens_beyond_loopback(host):
+def test_only_the_gateway_and_metrics_ports_listen_beyond_loopback(host):
     loopback = ("127.", "::1", "[::1]")
     exposed = set()
     for sock in host.socket.get_listening_sockets():
@@ -220,8 +221,9 @@ def test_only_the_gateway_port_listens_beyond_loopback(host):
         address, _, port = sock.split("://", 1)[1].rpartition(":")
         if not address.startswith(loopback):
             exposed.add((sock.split("://")[0], int(port)))
-    # sshd is the firewall role's business (22 from admin_cidrs) where installed.
-    assert exposed - {("tcp", 22)} == {("tcp", PORT)}, exposed
+    # sshd is the firewall role's business (22 from admin_cidrs) where installed;
+    # the metrics listener (metrics_client_cidrs, client certificates) is the sandbox's.
+    assert exposed - {("tcp", 22)} == {("tcp", PORT), ("tcp", METRICS_PORT)}, exposed
 
 
 def test_nothing_listens_on_port_80_even_behind_the_firewall(host, host_address):
