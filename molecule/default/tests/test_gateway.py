@@ -35,6 +35,7 @@ testinfra_hosts = ["gateways"]
 
 PORT = 443
 METRICS_PORT = 9443
+METRICS_CLIENT_CA = "/etc/nginx/tls/metrics-client-ca.crt"
 MODEL = "Qwen3-4B-Instruct-2507"
 VLLM_ENV = "/etc/vllm/vllm.env"
 TLS_DIR = "/etc/nginx/tls"
@@ -341,11 +342,17 @@ def test_ca_key_stays_on_the_controller_owner_only(secrets_dir):
     assert (secrets_dir / "gateway-ca.crt").read_bytes() == (ca_dir / "ca.crt").read_bytes()
 
 
-def test_ca_is_installed_nowhere_on_the_host(host, secrets_dir):
+def test_ca_is_in_no_trust_store_only_in_the_metrics_listeners_client_check(host, secrets_dir):
     ca_body = "".join((secrets_dir / "ca" / "ca.crt").read_text().split("\n")[1:-2])
     bundle = host.file("/etc/ssl/certs/ca-certificates.crt").content_string.replace("\n", "")
     assert ca_body not in bundle
-    assert host.run("grep -rlF %s /etc /usr/local/share/ca-certificates", ca_body[:64]).stdout == ""
+    # The one copy: what the metrics listener checks Prometheus's client
+    # certificate against (metrics_client_cidrs is set in the sandbox).
+    found = host.run("grep -rlF %s /etc /usr/local/share/ca-certificates", ca_body[:64]).stdout.split()
+    assert found == [METRICS_CLIENT_CA], found
+    uses = [line.strip() for line in host.file("/etc/nginx/nginx.conf").content_string.splitlines()
+            if METRICS_CLIENT_CA in line]
+    assert uses == [f"ssl_client_certificate {METRICS_CLIENT_CA};"], uses
 
 
 # --- headers ----------------------------------------------------------------------
