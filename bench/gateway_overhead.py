@@ -22,9 +22,11 @@ empty: the client sends vLLM's key):
   request by request (direct, gateway, direct, ...): chat completions of one
   token, so the model's own time is short and both ways see the same load;
   the added median latency is gateway minus direct.
-- throughput: all workers generate (--max-tokens, ignore_eos) one way for
-  --seconds, then the other way, in the order D G G D (drift hits both);
-  completion tokens per second, gateway/direct.
+- throughput: all workers generate (--max-tokens, ignore_eos) one way, then
+  the other, in short slices (--slices of --slice-seconds each way, in the
+  order D G G D D G ...: drift and the engine's slow swings between batching
+  states hit both ways alike); completion tokens per second over the
+  round's slices, gateway/direct.
 
 For the run the script lifts the gateway's rate limits and adds the host's
 own address to the API networks, by re-running playbooks/gateway.yml, and
@@ -32,7 +34,8 @@ restores the inventory's settings afterwards. Keys reach the measuring
 process in the environment, never in argv.
 
 Usage: bench/gateway_overhead.py [--container llm-demo] [--concurrency 8] [--rounds 3]
-                                 [--latency-requests 40] [--seconds 30] [--max-tokens 48]
+                                 [--latency-requests 40] [--slices 6] [--slice-seconds 5]
+                                 [--max-tokens 48]
 """
 
 from __future__ import annotations
@@ -100,8 +103,8 @@ def latency_round(direct: Way, gateway: Way, concurrency: int, requests: int) ->
     return {"direct_ms": statistics.median(d) * 1000, "gateway_ms": statistics.median(g) * 1000}
 
 
-def throughput(way: Way, concurrency: int, seconds: float, max_tokens: int) -> float:
-    """Completion tokens per second with `concurrency` workers for `seconds`."""
+def throughput(way: Way, concurrency: int, seconds: float, max_tokens: int) -> tuple[int, float]:
+    """(completion tokens, seconds taken) with `concurrency` workers for `seconds`."""
     stop = time.perf_counter() + seconds
     totals, lock = [0], threading.Lock()
 
@@ -116,7 +119,19 @@ def throughput(way: Way, concurrency: int, seconds: float, max_tokens: int) -> f
     start = time.perf_counter()
     with ThreadPoolExecutor(concurrency) as pool:
         list(pool.map(worker, range(concurrency)))
-    return totals[0] / (time.perf_counter() - start)
+    return totals[0], time.perf_counter() - start
+
+
+def throughput_round(direct: Way, gateway: Way, args) -> tuple[float, float]:
+    """Tokens per second (direct, gateway) over --slices slices each way, ABBA order."""
+    done = {id(direct): [0, 0.0], id(gateway): [0, 0.0]}
+    for number in range(args.slices):
+        pair = (direct, gateway) if number % 2 == 0 else (gateway, direct)
+        for way in pair:
+            tokens, seconds = throughput(way, args.concurrency, args.slice_seconds, args.max_tokens)
+            done[id(way)][0] += tokens
+            done[id(way)][1] += seconds
+    return tuple(done[id(way)][0] / done[id(way)][1] for way in (direct, gateway))
 
 
 def measure(args) -> None:
@@ -125,12 +140,10 @@ def measure(args) -> None:
     gateway = Way(args.address, args.ca, os.environ["BENCH_GATEWAY_KEY"])
     latency_round(direct, gateway, args.concurrency, 4)  # warm-up: connections, caches
     rounds = []
-    for number in range(1, args.rounds + 1):
+    for _ in range(args.rounds):
         lat = latency_round(direct, gateway, args.concurrency, args.latency_requests)
-        first, second = (direct, gateway) if number % 2 else (gateway, direct)
-        rates = {id(first): throughput(first, args.concurrency, args.seconds, args.max_tokens)}
-        rates[id(second)] = throughput(second, args.concurrency, args.seconds, args.max_tokens)
-        rounds.append({**lat, "direct_tps": rates[id(direct)], "gateway_tps": rates[id(gateway)]})
+        direct_tps, gateway_tps = throughput_round(direct, gateway, args)
+        rounds.append({**lat, "direct_tps": direct_tps, "gateway_tps": gateway_tps})
         print(json.dumps(rounds[-1]), file=sys.stderr, flush=True)
     print(json.dumps(rounds))
 
@@ -142,7 +155,8 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--latency-requests", type=int, default=40,
                         help="one-token requests each worker sends each way per round")
-    parser.add_argument("--seconds", type=float, default=30, help="length of each throughput run")
+    parser.add_argument("--slices", type=int, default=6, help="throughput slices each way per round")
+    parser.add_argument("--slice-seconds", type=float, default=5, help="length of one throughput slice")
     parser.add_argument("--max-tokens", type=int, default=48, help="tokens per request in the throughput runs")
     parser.add_argument("--secrets", default=str(PROJECT / "secrets" / "sandbox"),
                         help="the inventory's secrets store (API keys, gateway CA)")
@@ -180,7 +194,8 @@ def main() -> int:
               ("one key for all", vllm_key, {**open_up, "gateway_api_clients": []})]
     print(f"host {args.container} ({address}); {args.concurrency} concurrent clients; {args.rounds} rounds; "
           f"latency: {args.latency_requests} one-token chats per client each way, alternated; "
-          f"throughput: {args.seconds:g} s each way of {args.max_tokens}-token chats", flush=True)
+          f"throughput: {args.slices} slices of {args.slice_seconds:g} s each way of {args.max_tokens}-token "
+          f"chats, alternated", flush=True)
     summary = []
     try:
         for label, key, extra in setups:
@@ -189,7 +204,8 @@ def main() -> int:
             proc = subprocess.run(["nsenter", "-t", pid, "-n", sys.executable, __file__, "--measure",
                                    "--address", address, "--ca", ca, "--concurrency", str(args.concurrency),
                                    "--rounds", str(args.rounds), "--latency-requests", str(args.latency_requests),
-                                   "--seconds", str(args.seconds), "--max-tokens", str(args.max_tokens)],
+                                   "--slices", str(args.slices), "--slice-seconds", str(args.slice_seconds),
+                                   "--max-tokens", str(args.max_tokens)],
                                   stdout=subprocess.PIPE, text=True, check=False,
                                   env={**os.environ, "BENCH_VLLM_KEY": vllm_key, "BENCH_GATEWAY_KEY": key})
             if proc.returncode != 0:
