@@ -28,6 +28,13 @@ empty: the client sends vLLM's key):
   states hit both ways alike); completion tokens per second over the
   round's slices, gateway/direct.
 
+With --pin, vLLM's processes (every thread) get CPU 0 and nginx's and the
+measuring process CPU 1, for the run: on a 2-core machine vLLM's CPU engine
+otherwise competes with nginx and the client's TLS for the same cores, which
+a GPU host's model does not; pinned, the throughput ratio shows what the
+gateway costs the clients, not what it takes from a CPU model. The
+affinities are set back to every CPU afterwards.
+
 For the run the script lifts the gateway's rate limits and adds the host's
 own address to the API networks, by re-running playbooks/gateway.yml, and
 restores the inventory's settings afterwards. Keys reach the measuring
@@ -35,7 +42,7 @@ process in the environment, never in argv.
 
 Usage: bench/gateway_overhead.py [--container llm-demo] [--concurrency 8] [--rounds 3]
                                  [--latency-requests 40] [--slices 6] [--slice-seconds 5]
-                                 [--max-tokens 48]
+                                 [--max-tokens 48] [--pin]
 """
 
 from __future__ import annotations
@@ -134,8 +141,36 @@ def throughput_round(direct: Way, gateway: Way, args) -> tuple[float, float]:
     return tuple(done[id(way)][0] / done[id(way)][1] for way in (direct, gateway))
 
 
+def unit_pids(container_id: str, unit: str) -> list[int]:
+    """PIDs (seen from this machine) of a systemd unit inside the container."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cgroups = (entry / "cgroup").read_text()
+        except OSError:
+            continue
+        if container_id in cgroups and f"/{unit}" in cgroups:
+            pids.append(int(entry.name))
+    return pids
+
+
+def pin(container_id: str, cpus: dict[str, str]) -> None:
+    """taskset every thread of each unit's processes to its CPU list."""
+    for unit, cpu_list in cpus.items():
+        pids = unit_pids(container_id, unit)
+        if not pids:
+            raise SystemExit(f"no process of {unit} found in the container")
+        for process in pids:
+            subprocess.run(["taskset", "-a", "-p", "-c", cpu_list, str(process)], check=False,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 def measure(args) -> None:
     """Inside the host's network namespace: one set-up, every round; prints JSON."""
+    if args.client_cpu is not None:
+        os.sched_setaffinity(0, {args.client_cpu})
     direct = Way(None, None, os.environ["BENCH_VLLM_KEY"])
     gateway = Way(args.address, args.ca, os.environ["BENCH_GATEWAY_KEY"])
     latency_round(direct, gateway, args.concurrency, 4)  # warm-up: connections, caches
@@ -162,7 +197,10 @@ def main() -> int:
                         help="the inventory's secrets store (API keys, gateway CA)")
     parser.add_argument("--inventory", default=str(PROJECT / "inventory" / "sandbox" / "hosts.yml"))
     parser.add_argument("--client", default="app", help="the API client (gateway_api_clients) to send as")
+    parser.add_argument("--pin", action="store_true",
+                        help="vLLM on CPU 0, nginx and the clients on CPU 1 (see above)")
     parser.add_argument("--measure", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--client-cpu", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--address", help=argparse.SUPPRESS)
     parser.add_argument("--ca", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -175,8 +213,10 @@ def main() -> int:
     vllm_key = (secrets / "vllm-api-key").read_text().strip()
     client_key = (secrets / "api-clients" / args.client).read_text().strip()
     ca = str(secrets / "gateway-ca.crt")
-    pid, address = subprocess.run(["podman", "inspect", "-f", "{{.State.Pid}} {{.NetworkSettings.IPAddress}}",
-                                   args.container], capture_output=True, text=True, check=True).stdout.split()
+    pid, address, container_id = subprocess.run(
+        ["podman", "inspect", "-f", "{{.State.Pid}} {{.NetworkSettings.IPAddress}} {{.Id}}", args.container],
+        capture_output=True, text=True, check=True).stdout.split()
+    every_cpu = f"0-{os.cpu_count() - 1}"
     cidrs = subprocess.run(["ansible", "-i", args.inventory, args.container, "-m", "ansible.builtin.debug",
                             "-a", "var=api_client_cidrs"], capture_output=True, text=True, check=True,
                            cwd=PROJECT).stdout
@@ -193,6 +233,7 @@ def main() -> int:
     setups = [("per-client keys", client_key, open_up),
               ("one key for all", vllm_key, {**open_up, "gateway_api_clients": []})]
     print(f"host {args.container} ({address}); {args.concurrency} concurrent clients; {args.rounds} rounds; "
+          f"{'vLLM on CPU 0, nginx and the clients on CPU 1; ' if args.pin else ''}"
           f"latency: {args.latency_requests} one-token chats per client each way, alternated; "
           f"throughput: {args.slices} slices of {args.slice_seconds:g} s each way of {args.max_tokens}-token "
           f"chats, alternated", flush=True)
@@ -201,7 +242,10 @@ def main() -> int:
         for label, key, extra in setups:
             print(f"\n{label}: configuring the gateway", flush=True)
             gateway_play("-e", json.dumps(extra))
+            if args.pin:
+                pin(container_id, {"vllm.service": "0", "nginx.service": "1"})
             proc = subprocess.run(["nsenter", "-t", pid, "-n", sys.executable, __file__, "--measure",
+                                   *(["--client-cpu", "1"] if args.pin else []),
                                    "--address", address, "--ca", ca, "--concurrency", str(args.concurrency),
                                    "--rounds", str(args.rounds), "--latency-requests", str(args.latency_requests),
                                    "--slices", str(args.slices), "--slice-seconds", str(args.slice_seconds),
@@ -219,6 +263,8 @@ def main() -> int:
             summary.append((label, rounds))
     finally:
         print("\nrestoring the gateway's settings", flush=True)
+        if args.pin:
+            pin(container_id, {"vllm.service": every_cpu, "nginx.service": every_cpu})
         gateway_play()
     print("\nsummary: median of the rounds (spread: lowest to highest round)")
     for label, rounds in summary:
