@@ -23,6 +23,8 @@ def results(run_cases):
         "good": GOOD,
         "no-admins": {**GOOD, "admin_cidrs": []},
         "bad-extra-rule": {**GOOD, "firewall_extra_rules": [{"port": 9100, "from": "192.0.2.0/33"}]},
+        "metrics-from-everywhere": {**GOOD, "metrics_client_cidrs": ["0.0.0.0/0"]},
+        "metrics-on-the-gateway-port": {**GOOD, "metrics_client_cidrs": ["192.0.2.10/32"], "firewall_metrics_port": 443},
     }
     for index, (variable, value) in enumerate(BAD_CIDRS):
         cases[f"bad-cidr-{index}"] = {**GOOD, variable: [value]}
@@ -53,6 +55,18 @@ def test_invalid_extra_rule_source_is_named_in_the_error(results):
     result = results["bad-extra-rule"]
     assert result.returncode != 0
     assert 'firewall_extra_rules contains "192.0.2.0/33"' in result.stdout
+
+
+def test_metrics_open_to_every_address_are_refused(results):
+    result = results["metrics-from-everywhere"]
+    assert result.returncode != 0
+    assert "firewall_metrics_client_cidrs (metrics_client_cidrs) holds a network of prefix length 0" in result.stdout
+
+
+def test_a_metrics_port_on_the_gateway_port_is_refused(results):
+    result = results["metrics-on-the-gateway-port"]
+    assert result.returncode != 0
+    assert "firewall_metrics_port (443) must be a port (1-65535) other than" in result.stdout
 
 
 # The play's own SSH connection, as the host's facts report it (SSH_CONNECTION:

@@ -50,6 +50,14 @@ CLASHING_PORTS = [{"gateway_replica_port": 443}, {"gateway_pool_port": 8001},
                   {"gateway_replica_port": 8002}, {"gateway_replica_port": 70000}]
 BAD_TLS_NAMES = ["replica", "Replica.Internal", "-bad.internal", "a b.internal"]
 LOW_HEALTH_SETTINGS = [{"gateway_replica_tries": 0}, {"gateway_replica_max_fails": 0}]
+BAD_METRICS = [
+    ({"metrics_client_cidrs": ["0.0.0.0/0"]}, "gateway_metrics_client_cidrs (default: metrics_client_cidrs) must be"),
+    ({"metrics_client_cidrs": ["not-a-network"]}, "gateway_metrics_client_cidrs (default: metrics_client_cidrs) must be"),
+    ({"metrics_client_cidrs": ["192.0.2.10/32"], "gateway_metrics_port": 443},
+     "gateway_metrics_port (443) and gateway_metrics_status_port"),
+    ({"metrics_client_cidrs": ["192.0.2.10/32"], "gateway_metrics_client_name": "bad/name"},
+     "gateway_metrics_client_name must be"),
+]
 BAD_USAGE_LOGS = [
     ({"gateway_usage_log": "/var/log/usage.log"}, "gateway_usage_log must be a file in a folder of its own"),
     ({"gateway_usage_log": "/tmp/llm/usage.log"}, "gateway_usage_log must be a file in a folder of its own"),
@@ -114,6 +122,9 @@ def results(run_cases, files):
     for index, (overrides, _) in enumerate(BAD_USAGE_LOGS):
         cases[f"usage-log-{index}"] = overrides
     cases["usage-log-off"] = {"gateway_usage_log": ""}
+    for index, (overrides, _) in enumerate(BAD_METRICS):
+        cases[f"metrics-{index}"] = overrides
+    cases["metrics-good"] = {"metrics_client_cidrs": ["192.0.2.10/32", "2001:db8::/64"]}
     return run_cases(TASKS, cases)
 
 
@@ -269,3 +280,14 @@ def test_a_usage_log_outside_its_own_log_folder_or_without_a_bound_is_refused(re
 
 def test_the_usage_log_may_be_turned_off(results):
     assert results["usage-log-off"].returncode == 0, results["usage-log-off"].stdout[-2000:]
+
+
+@pytest.mark.parametrize("index", range(len(BAD_METRICS)))
+def test_bad_metrics_networks_ports_or_client_name_are_refused_by_name(results, index):
+    result = results[f"metrics-{index}"]
+    assert result.returncode != 0
+    assert BAD_METRICS[index][1] in result.stdout
+
+
+def test_metrics_for_the_prometheus_servers_networks_pass(results):
+    assert results["metrics-good"].returncode == 0, results["metrics-good"].stdout[-2000:]
