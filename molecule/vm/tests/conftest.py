@@ -217,10 +217,10 @@ def guest_rebooted(request):
     return before
 
 
-# Modules whose tests after the reboot run first among those: the model volume
-# unlocks and rotates (the state the hardening suite's Lynis audit, last of
-# all, then sees).
-AFTER_REBOOT_ORDER = ["test_model_volume.py", "test_hardening.py"]
+# Modules whose tests after the reboot run in this order: the model volume
+# unlocks and rotates (the state the hardening suite's Lynis audit then sees),
+# and last the evidence report, which reads that audit's result.
+AFTER_REBOOT_ORDER = ["test_model_volume.py", "test_hardening.py", "test_evidence.py"]
 
 
 def pytest_collection_modifyitems(items):
