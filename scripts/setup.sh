@@ -7,7 +7,7 @@ source "$(dirname "$0")/lib.sh"
 cd "$PROJECT_DIR"
 
 APT_PACKAGES=(podman runc debootstrap qemu-system-x86 qemu-utils chromium chromium-driver
-              openssh-client python3-venv iproute2 git make)
+              openssh-client python3-venv iproute2 git make gnupg)
 VENV="$PROJECT_DIR/.venv"
 PYTHON="${PYTHON:-python3}"
 

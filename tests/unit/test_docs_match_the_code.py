@@ -43,6 +43,8 @@ SITE_PREFIXES = (
     "rotate_",     # playbooks/rotate-*.yml
     "verify_",     # playbooks/verify.yml
     "preflight_",  # playbooks/preflight.yml
+    "backup_",     # playbooks/backup.yml
+    "restore_",    # playbooks/restore.yml
 )
 PREFIXES = tuple(f"{role}_" for role in ROLES) + SITE_PREFIXES
 
