@@ -30,9 +30,13 @@ PACKAGES="$PACKAGES,openssh-server"
 
 KEY="$SANDBOX_CACHE/container/id_ed25519"
 ZIPIMPORT_CACHE="$(dirname "$(readlink -f "$0")")/sandbox_zipimport_cache.py"
+# One build at a time: `make demo` and `make test` (its vm lane too) may ask
+# for the image at once, and two first runs would each make a key and an image.
+mkdir -p "$(dirname "$KEY")" && chmod 0700 "$(dirname "$KEY")"
+exec 9>"$(dirname "$KEY")/.image.lock"
+flock 9
 if [[ ! -s "$KEY" || ! -s "$KEY.pub" ]]; then
   log "generating the sandbox containers' ssh key $KEY"
-  mkdir -p "$(dirname "$KEY")" && chmod 0700 "$(dirname "$KEY")"
   rm -f "$KEY" "$KEY.pub"
   ssh-keygen -q -t ed25519 -N '' -C "private-llm-sandbox-container" -f "$KEY" >&2
 fi

@@ -6,7 +6,9 @@ set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$PROJECT_DIR"
 
-APT_PACKAGES=(podman runc debootstrap qemu-system-x86 qemu-utils chromium chromium-driver
+# swtpm: the emulated TPM 2.0 every test VM gets (scripts/vm.sh); swtpm-tools
+# brings swtpm_setup and swtpm_ioctl (inspecting or resetting a VM's TPM by hand).
+APT_PACKAGES=(podman runc debootstrap qemu-system-x86 qemu-utils swtpm swtpm-tools chromium chromium-driver
               openssh-client python3-venv iproute2 git make gnupg)
 VENV="$PROJECT_DIR/.venv"
 PYTHON="${PYTHON:-python3}"

@@ -38,6 +38,13 @@ PACKAGES=(
   # does not download and unpack them. The role still installs them on real hosts.
   auditd apparmor acct unattended-upgrades needrestart debsums apt-listchanges
   libpam-tmpdir libpam-pwquality lynis
+  # Automatic unlock of the model volume (model_volume_unlock_mode tang, tpm2,
+  # tang+tpm2): clevis with its LUKS, TPM2 and systemd parts, tpm2-tools and
+  # the TSS2 library that reaches the kernel's /dev/tpmrm0 (scripts/vm.sh
+  # gives each VM an emulated TPM 2.0). Not clevis-initramfs (the data volume
+  # is unlocked after boot, not from the initrd) and not tang (the Tang host
+  # is a container of its own, molecule/vm).
+  clevis clevis-luks clevis-tpm2 clevis-systemd tpm2-tools libtss2-tcti-device0 curl
 )
 
 SELF="$(readlink -f "${BASH_SOURCE[0]}")"

@@ -12,9 +12,15 @@
 #   overlay.qcow2   root disk, /dev/vda (qcow2 overlay backed by the base raw image)
 #   data.qcow2      blank data disk, /dev/vdb = /dev/disk/by-id/virtio-llm-data
 #   console.log     serial console; monitor.sock (QEMU's human monitor); qemu.pid; instance.json
+#   tpm/            the guest's emulated TPM 2.0 (swtpm): its state (tpm2-00.permall), the
+#                   control socket swtpm.sock, swtpm.pid and swtpm.log. swtpm starts before
+#                   qemu and lives as long as the VM: a guest reboot (a reset inside the same
+#                   qemu) keeps the TPM and its state, so PCRs and TPM-sealed secrets survive it.
+#                   `stop` ends it; a fresh `start` begins with a blank TPM.
 #
 # instance.json: {"name", "address": "127.0.0.1", "port": <ssh port>, "user": "root",
-#                 "identity_file", "ports": {"443": <host port>, "8000": <host port>}, "pid"}
+#                 "identity_file", "ports": {"443": <host port>, "8000": <host port>}, "pid",
+#                 "run_dir", "tpm_state": <run dir>/tpm}
 # All forwarded ports listen on 127.0.0.1 only.
 #
 # Environment: SANDBOX_CACHE, VM_MEMORY (MiB, default 3072), VM_CPUS (default 1:
@@ -67,6 +73,50 @@ qemu_pid() {
   [[ -n "$pid" && -r "/proc/$pid/cmdline" ]] || return 1
   tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF -- "$dir/" || return 1
   echo "$pid"
+}
+
+# PID of the swtpm of this run dir, if it is alive (and really is that swtpm).
+swtpm_pid() {
+  local dir="$1" pid
+  [[ -s "$dir/tpm/swtpm.pid" ]] || return 1
+  pid="$(tr -dc '0-9' <"$dir/tpm/swtpm.pid")"
+  [[ -n "$pid" && -r "/proc/$pid/cmdline" ]] || return 1
+  tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF -- "$dir/tpm" || return 1
+  echo "$pid"
+}
+
+kill_swtpm() {
+  local dir="$1" pid i
+  pid="$(swtpm_pid "$dir")" || return 0
+  log "stopping swtpm pid $pid"
+  kill -TERM "$pid" 2>/dev/null || true
+  for ((i = 0; i < 25; i++)); do
+    kill -0 "$pid" 2>/dev/null || return 0
+    sleep 0.2
+  done
+  log "swtpm pid $pid did not exit, killing"
+  kill -KILL "$pid" 2>/dev/null || true
+}
+
+# Start the VM's emulated TPM 2.0 (a daemon with its state in $dir/tpm/) and
+# wait for its control socket; qemu connects to that socket (-tpmdev emulator).
+start_swtpm() {
+  local dir="$1" i
+  kill_swtpm "$dir"
+  mkdir -p "$dir/tpm"
+  chmod 0700 "$dir/tpm"
+  rm -f "$dir/tpm/swtpm.sock" "$dir/tpm/swtpm.pid"
+  swtpm socket --tpm2 \
+    --tpmstate "dir=$dir/tpm,mode=0600" \
+    --ctrl "type=unixio,path=$dir/tpm/swtpm.sock,mode=0600" \
+    --log "file=$dir/tpm/swtpm.log,level=1" \
+    --pid "file=$dir/tpm/swtpm.pid" \
+    --daemon 2>>"$dir/tpm/swtpm.log" || die "swtpm would not start (see $dir/tpm/swtpm.log)"
+  for ((i = 0; i < 50; i++)); do
+    [[ -S "$dir/tpm/swtpm.sock" ]] && swtpm_pid "$dir" >/dev/null && return 0
+    sleep 0.1
+  done
+  die "swtpm gave no control socket (see $dir/tpm/swtpm.log)"
 }
 
 json_get() {  # json_get FILE KEY  -> value (top-level key)
@@ -131,6 +181,7 @@ cmd_start() {
     return 0
   fi
   kill_qemu "$dir"
+  kill_swtpm "$dir"
   rm -rf "$dir"
 
   base="$("$SCRIPT_DIR/vm-image.sh" | tail -n1)"
@@ -149,6 +200,8 @@ cmd_start() {
   if ((${#dir} < 90)); then
     monitor=(-monitor "unix:$dir/monitor.sock,server=on,wait=off")
   fi
+  # The TPM's control socket has no such fallback: the VM needs its TPM.
+  ((${#dir} < 90)) || die "run dir $dir is too long for swtpm's unix socket (108 bytes): use a shorter SANDBOX_CACHE"
 
   # Free ports can be raced away between probing and qemu's bind: retry with new ones.
   for attempt in 1 2 3; do
@@ -160,6 +213,9 @@ cmd_start() {
       hostfwd+=",hostfwd=tcp:127.0.0.1:${fwd[$p]}-:$p"
     done
     rm -f "$dir/qemu.pid" "$dir/console.log"
+    # A fresh swtpm per attempt: one that a failed qemu connected to may
+    # not take a second connection.
+    start_swtpm "$dir"
     local t0=$SECONDS
     if qemu-system-x86_64 \
          -name "sandbox-$name" \
@@ -175,13 +231,17 @@ cmd_start() {
          -netdev "user,id=net0,$hostfwd" \
          -device virtio-net-pci,netdev=net0 \
          -device virtio-rng-pci \
+         -chardev "socket,id=chrtpm,path=$dir/tpm/swtpm.sock" \
+         -tpmdev emulator,id=tpm0,chardev=chrtpm \
+         -device tpm-crb,tpmdev=tpm0 \
          -pidfile "$dir/qemu.pid" -daemonize 2>"$dir/qemu.err"; then
       break
     fi
     log "qemu failed to start (attempt $attempt): $(cat "$dir/qemu.err")"
+    kill_swtpm "$dir"
     ((attempt < 3)) || die "qemu would not start"
   done
-  pid="$(qemu_pid "$dir")" || die "qemu is not running (see $dir/console.log)"
+  pid="$(qemu_pid "$dir")" || { kill_swtpm "$dir"; die "qemu is not running (see $dir/console.log)"; }
   # -daemonize made QEMU a session leader: its autogroup is its own, and the
   # kernel shares the CPU between autogroups and cgroups, not processes.
   local nice="${VM_NICE--10}"
@@ -193,6 +253,7 @@ cmd_start() {
   if ! wait_ssh "$dir" "$ssh_port" "$timeout"; then
     log "console tail:"; tail -n 30 "$dir/console.log" >&2 || true
     kill_qemu "$dir"
+    kill_swtpm "$dir"
     die "VM $name did not come up; run dir kept: $dir"
   fi
   log "boot->ssh $((SECONDS - t0)) s"
@@ -211,7 +272,8 @@ cmd_start() {
   "identity_file": "$KEY",
   "ports": {$ports_json},
   "pid": $pid,
-  "run_dir": "$dir"
+  "run_dir": "$dir",
+  "tpm_state": "$dir/tpm"
 }
 EOF
   mv -f "$dir/instance.json.tmp" "$dir/instance.json"
@@ -222,6 +284,7 @@ cmd_stop() {
   local dir
   dir="$(run_dir "$1")"
   kill_qemu "$dir"
+  kill_swtpm "$dir"
   # The serial console is the one record of a guest that stopped answering:
   # keep it with the test reports before the run dir goes.
   if [[ -n "${LLM_TEST_REPORTS:-}" && -s "$dir/console.log" ]]; then

@@ -219,8 +219,10 @@ def guest_rebooted(request):
 
 # Modules whose tests after the reboot run in this order: the model volume
 # unlocks and rotates (the state the hardening suite's Lynis audit then sees),
-# and last the evidence report, which reads that audit's result.
-AFTER_REBOOT_ORDER = ["test_model_volume.py", "test_hardening.py", "test_evidence.py"]
+# the evidence report, which reads that audit's result, and last the
+# automatic unlock modes, whose own second reboot (Tang stopped, TPM
+# cleared) comes after everything else has looked at the host.
+AFTER_REBOOT_ORDER = ["test_model_volume.py", "test_hardening.py", "test_evidence.py", "test_unlock_modes.py"]
 
 
 def pytest_collection_modifyitems(items):

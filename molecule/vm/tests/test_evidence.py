@@ -25,6 +25,9 @@ sys.path.insert(0, str(PROJECT / "molecule" / "shared"))
 import playbook_report  # noqa: E402  (path set just above)
 from conftest import load_instance  # noqa: E402  (molecule/vm/tests/conftest.py)
 
+# The VM only: the scenario's Tang host (llm-vm-tang) has tests of its own.
+testinfra_hosts = ["ansible://llm-vm"]
+
 DEVICE = "/dev/disk/by-id/virtio-llm-data"
 KEYFILE = "/etc/cryptsetup-keys.d/llm-models.key"
 SCHEMA = PROJECT / "files" / "evidence" / "report.schema.json"

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import netprobe
 
+# The VM only: the scenario's Tang host (llm-vm-tang) has tests of its own.
+testinfra_hosts = ["ansible://llm-vm"]
+
 
 def test_ssh_answers_through_the_firewall(vm_instance):
     assert netprobe.probe("127.0.0.1", vm_instance["port"]) == "open"

@@ -31,6 +31,9 @@ import yaml
 
 import privacy  # molecule/shared, put on sys.path by conftest.py
 
+# The VM only: the scenario's Tang host (llm-vm-tang) has tests of its own.
+testinfra_hosts = ["ansible://llm-vm"]
+
 PROJECT = Path(__file__).resolve().parents[3]
 DEFAULTS = yaml.safe_load((PROJECT / "roles" / "hardening" / "defaults" / "main.yml").read_text())
 SYSCTLS = {**{k: str(v) for k, v in DEFAULTS["hardening_sysctls"].items()},

@@ -15,6 +15,9 @@ from pathlib import Path
 
 import pytest
 
+# The VM only: the scenario's Tang host (llm-vm-tang) has tests of its own.
+testinfra_hosts = ["ansible://llm-vm"]
+
 DEVICE = "/dev/disk/by-id/virtio-llm-data"
 MAPPER = "llm-models"
 MOUNT = "/srv/models"

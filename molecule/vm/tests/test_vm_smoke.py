@@ -2,6 +2,9 @@
 
 import socket
 
+# The VM only: the scenario's Tang host (llm-vm-tang) has tests of its own.
+testinfra_hosts = ["ansible://llm-vm"]
+
 
 def test_ssh_port_forwarded_on_loopback(vm_instance):
     assert vm_instance["address"] == "127.0.0.1"

@@ -448,7 +448,8 @@ def timespan_days(text: Any) -> float | None:
 
 _AUTOMATIC_TOKENS = {"clevis": "clevis", "systemd-tpm2": "tpm2"}
 _MODE_FAMILY = {"keyfile": "keyfile", "manual": "manual", "none": "manual", "fido2": "manual",
-                "clevis": "automatic", "tang": "automatic", "nbde": "automatic", "tpm2": "automatic"}
+                "clevis": "automatic", "tang": "automatic", "nbde": "automatic", "tpm2": "automatic",
+                "tang+tpm2": "automatic"}
 
 
 def _unlock_mode(volume: Mapping) -> str:

@@ -1,0 +1,318 @@
+"""The automatic unlock modes, in a real guest with an emulated TPM 2.0 (swtpm)
+and a real Tang server (the scenario's llm-vm-tang, Debian's tang set up by
+playbooks/tang.yml, reached through QEMU's user networking).
+
+Two loop-backed volumes beside the scenario's key-file volume: one made in
+keyfile mode that then changes to tang mode (a marker written before the
+change must survive it), and one in tpm2 mode; each with a unit, enabled at
+boot, that needs it. In file order:
+  before the scenario's shared reboot: the mode change, the bindings, a second
+    run with nothing to change, and a Tang key rotation;
+  the shared reboot (Tang up, TPM intact): both volumes open, and their units
+    run, with no human;
+  a reboot of this module's own, with the Tang server stopped and the TPM
+    cleared: SSH answers, both volumes stay closed and their units down; the
+    recovery passphrase opens the TPM volume (playbooks/unlock.yml); the Tang
+    volume opens by itself once Tang is back; a re-run binds the cleared TPM
+    again;
+  last, the guest's root disk (qcow2 overlay: every block the guest wrote) is
+    searched for each volume key, slot key and recovery passphrase.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import time
+from pathlib import Path
+
+import pytest
+import testinfra
+from conftest import boot_id, reboot, vm_run_dir
+
+testinfra_hosts = ["ansible://llm-vm"]
+
+CLEVIS_PLAYBOOK = "molecule/vm/tests/playbooks/clevis-volumes.yml"
+TANG_HOST = "llm-vm-tang"
+TANG_URL = "http://10.88.200.30:7500"
+TANG = {"mapper": "llm-tang-test", "file": "/var/lib/llm-tang-test.img", "mount": "/srv/tang-test",
+        "reader": "tang-volume-reader.service", "mode": "tang"}
+TPM = {"mapper": "llm-tpm-test", "file": "/var/lib/llm-tpm-test.img", "mount": "/srv/tpm-test",
+       "reader": "tpm-volume-reader.service", "mode": "tpm2"}
+MARKER = secrets.token_hex(16)
+SECRET_FILE = "/run/unlock-test-secret"  # tmpfs: nothing of it reaches a disk
+
+
+def volume_vars(volume: dict) -> dict:
+    """The model_volume settings of a test volume, for the day-2 playbooks."""
+    return {"model_volume_device": "", "model_volume_loop_file": volume["file"],
+            "model_volume_mapper_name": volume["mapper"], "model_volume_mount_path": volume["mount"],
+            "model_volume_unlock_mode": volume["mode"], "model_volume_dependent_services": [volume["reader"]]}
+
+
+def loop_device(host, volume: dict) -> str:
+    device = host.check_output("losetup --associated %s --noheadings --output NAME", volume["file"]).strip()
+    assert device, f"{volume['file']} is not attached to a loop device"
+    return device.splitlines()[0]
+
+
+def bindings(host, device: str) -> list[dict]:
+    listed = host.run("clevis luks list -d %s", device).stdout
+    found = []
+    for line in listed.splitlines():
+        match = re.match(r"^\s*(\d+):\s+(\S+)\s+'(.*)'\s*$", line)
+        if match:
+            found.append({"slot": int(match.group(1)), "pin": match.group(2), "config": json.loads(match.group(3))})
+    return found
+
+
+def slot_opens(host, device: str, slot: int) -> bool:
+    """Clevis decrypts the slot's key (Tang answers, the TPM unseals) and that key opens the slot."""
+    return host.run("bash -c 'set -o pipefail; clevis luks pass -d %s -s %s | "
+                    "cryptsetup open --test-passphrase --key-slot %s --key-file - %s'",
+                    device, slot, slot, device).rc == 0
+
+
+def opens_with(host, device: str, secret: str) -> bool:
+    host.run_expect([0], "sh -c 'umask 077 && printf %%s %s > %s'", secret, SECRET_FILE)
+    try:
+        return host.run("cryptsetup open --test-passphrase --key-file %s %s", SECRET_FILE, device).rc == 0
+    finally:
+        host.run("rm -f %s", SECRET_FILE)
+
+
+def header(host, device: str) -> dict:
+    return json.loads(host.check_output("cryptsetup luksDump --dump-json-metadata %s", device))
+
+
+def is_open(host, volume: dict) -> bool:
+    return host.run("cryptsetup status %s", volume["mapper"]).rc == 0
+
+
+def recap_changed(output: str, name: str = "llm-vm") -> int:
+    match = re.search(rf"^{re.escape(name)}\s*:.*\bchanged=(\d+)", output, re.M)
+    assert match, output[-2000:]
+    return int(match.group(1))
+
+
+def unlock_seconds(host, volume: dict) -> float:
+    """Seconds from the kernel's start to the unlock unit's "opened" line, this boot."""
+    journal = host.check_output("journalctl -b -o short-monotonic --no-pager -u llm-volume-unlock-%s.service",
+                                volume["mapper"])
+    opened = [line for line in journal.splitlines() if f"opened {volume['mapper']}" in line]
+    assert opened, journal[-2000:]
+    return float(re.match(r"^\[\s*([\d.]+)\]", opened[-1]).group(1))
+
+
+@pytest.fixture(scope="module")
+def tang_host(request):
+    return testinfra.get_host(f"ansible://{TANG_HOST}?ansible_inventory={request.config.option.ansible_inventory}")
+
+
+@pytest.fixture(scope="module")
+def store(host):
+    path = host.ansible("debug", "var=llm_secrets_dir", check=False)["llm_secrets_dir"]
+    return Path(path) / host.backend.get_hostname()
+
+
+@pytest.fixture(scope="module")
+def mode_change(host, run_playbook, record_property):
+    """The Tang test volume in keyfile mode with a marker, then the change to
+    tang mode (and the TPM volume made in tpm2 mode)."""
+    started = time.monotonic()
+    run_playbook(CLEVIS_PLAYBOOK, {"clevis_phase": "keyfile"})
+    made = time.monotonic()
+    for volume in (TANG,):
+        host.run_expect([0], "sh -c 'echo %s > %s/marker && sync'", MARKER, volume["mount"])
+    device = loop_device(host, TANG)
+    before = {"uuid": host.check_output("cryptsetup luksUUID %s", device), "keyfile_slots": header(host, device)["keyslots"]}
+    assert host.file(f"/etc/cryptsetup-keys.d/{TANG['mapper']}.key").exists
+    run_playbook(CLEVIS_PLAYBOOK, {"clevis_phase": "automatic"})
+    host.run_expect([0], "sh -c 'echo %s > %s/marker && sync'", MARKER, TPM["mount"])
+    record_property("keyfile_volume_s", round(made - started, 1))
+    record_property("mode_change_and_tpm_volume_s", round(time.monotonic() - made, 1))
+    return before
+
+
+def test_keyfile_to_tang_change_keeps_the_data_and_removes_the_key_file(host, mode_change):
+    device = loop_device(host, TANG)
+    assert host.check_output("cryptsetup luksUUID %s", device) == mode_change["uuid"]
+    assert host.file(f"{TANG['mount']}/marker").content_string.strip() == MARKER
+    assert not host.file(f"/etc/cryptsetup-keys.d/{TANG['mapper']}.key").exists
+    crypttab = [line.split() for line in host.file("/etc/crypttab").content_string.splitlines()]
+    entry = next(fields for fields in crypttab if fields and fields[0] == TANG["mapper"])
+    assert entry[2] == "none" and "noauto" in entry[3].split(","), entry
+    fstab = [line.split() for line in host.file("/etc/fstab").content_string.splitlines()]
+    mount = next(fields for fields in fstab if len(fields) > 3 and fields[1] == TANG["mount"])
+    assert {"nofail", "noauto", "nodev", "nosuid", "noexec"} <= set(mount[3].split(",")), mount
+
+
+def test_each_volume_keeps_exactly_a_recovery_slot_and_one_clevis_binding(host, mode_change):
+    for volume in (TANG, TPM):
+        meta = header(host, loop_device(host, volume))
+        tokens = list(meta["tokens"].values())
+        assert [token["type"] for token in tokens] == ["clevis"], tokens
+        token_slots = set(tokens[0]["keyslots"])
+        assert len(meta["keyslots"]) == 2 and len(set(meta["keyslots"]) - token_slots) == 1, meta["keyslots"]
+
+
+def test_bindings_follow_the_mode_and_open_through_clevis(host, mode_change):
+    tang_device, tpm_device = loop_device(host, TANG), loop_device(host, TPM)
+    (tang_binding,) = bindings(host, tang_device)
+    assert tang_binding["pin"] == "sss" and tang_binding["config"]["t"] == 1
+    assert [server["url"] for server in tang_binding["config"]["pins"]["tang"]] == [TANG_URL]
+    (tpm_binding,) = bindings(host, tpm_device)
+    (tpm2,) = tpm_binding["config"]["pins"]["tpm2"]
+    assert tpm2["pcr_ids"] == "7" and tpm2["pcr_bank"] == "sha256", tpm_binding
+    assert slot_opens(host, tang_device, tang_binding["slot"])
+    assert slot_opens(host, tpm_device, tpm_binding["slot"])
+
+
+def test_recovery_passphrases_are_kept_0600_on_the_controller_and_open_their_volumes(host, store, mode_change):
+    for volume in (TANG, TPM):
+        path = store / f"luks-recovery-{volume['mapper']}.passphrase"
+        assert path.stat().st_mode & 0o777 == 0o600
+        assert opens_with(host, loop_device(host, volume), path.read_text().strip())
+    assert not opens_with(host, loop_device(host, TPM), (store / f"luks-recovery-{TANG['mapper']}.passphrase").read_text().strip())
+
+
+def test_header_backups_from_before_and_after_the_change_are_on_the_controller(store, mode_change):
+    before = store / f"luks-header-{TANG['mapper']}-before-tang.img"
+    after = store / f"luks-header-{TANG['mapper']}.img"
+    for path in (before, after):
+        assert path.read_bytes()[:6] == b"LUKS\xba\xbe" and path.stat().st_mode & 0o777 == 0o600, path
+    # The backup from before holds the key file's slot; the current one the binding's token.
+    assert b'"clevis"' not in before.read_bytes()[:65536] and b'"clevis"' in after.read_bytes()[:65536]
+
+
+def test_second_run_with_nothing_to_change_reports_no_change(host, run_playbook, mode_change):
+    result = run_playbook(CLEVIS_PLAYBOOK, {"clevis_phase": "automatic"})
+    assert recap_changed(result.stdout) == 0, result.stdout[-3000:]
+
+
+def _old_token_decrypts(host) -> bool:
+    return host.run("bash -c 'set -o pipefail; jose fmt -j /run/old-tang-token.json -Og jwe -o- "
+                    "| jose jwe fmt -i- -c | clevis decrypt > /dev/null'").rc == 0
+
+
+def test_tang_key_rotation_rebinds_the_volume_and_retires_the_old_key(host, tang_host, run_playbook, mode_change,
+                                                                      record_property):
+    device = loop_device(host, TANG)
+    token_id = next(iter(header(host, device)["tokens"]))
+    host.run_expect([0], "sh -c 'umask 077 && cryptsetup token export --token-id %s %s > /run/old-tang-token.json'",
+                    token_id, device)
+    assert _old_token_decrypts(host), "the saved binding did not decrypt before the rotation"
+    keys_before = set(tang_host.check_output("ls /var/lib/tang").split())
+    started = time.monotonic()
+    run_playbook("playbooks/rotate-tang-keys.yml", volume_vars(TANG))
+    record_property("tang_rotation_s", round(time.monotonic() - started, 1))
+    keys_after = set(tang_host.check_output("ls -A /var/lib/tang").split())
+    assert keys_after and not keys_after & keys_before, (keys_before, keys_after)
+    assert not [name for name in keys_after if name.startswith(".")], keys_after
+    (binding,) = bindings(host, device)
+    assert slot_opens(host, device, binding["slot"])
+    assert not _old_token_decrypts(host), "the binding from before the rotation still decrypts"
+    host.run("rm -f /run/old-tang-token.json")
+
+
+# --- after the scenario's shared reboot (Tang up, TPM intact) ---------------------------------
+
+
+def test_tang_and_tpm2_volumes_open_at_boot_and_their_units_run(host, guest_rebooted, record_property):
+    for volume in (TANG, TPM):
+        assert is_open(host, volume), volume["mapper"]
+        assert host.mount_point(volume["mount"]).exists
+        assert host.file(f"{volume['mount']}/marker").content_string.strip() == MARKER
+        assert host.service(volume["reader"]).is_running
+        record_property(f"{volume['mode']}_unlocked_s_after_kernel_start", unlock_seconds(host, volume))
+
+
+# --- this module's own reboot: Tang stopped, TPM cleared ---------------------------------------
+
+
+@pytest.fixture(scope="module")
+def locked_reboot(host, tang_host, guest_rebooted, record_property):
+    tang_host.run_expect([0], "systemctl stop tangd.socket")
+    # A cleared TPM has a new storage seed: what it sealed before is lost, as
+    # with a new mainboard. Proven before the reboot, so the boot's result means it.
+    host.run_expect([0], "tpm2_clear")
+    (binding,) = bindings(host, loop_device(host, TPM))
+    assert not slot_opens(host, loop_device(host, TPM), binding["slot"])
+    before = boot_id(host)
+    started = time.monotonic()
+    reboot(host)
+    record_property("locked_reboot_s", round(time.monotonic() - started, 1))
+    assert boot_id(host) != before
+    yield
+    tang_host.run("systemctl start tangd.socket")
+
+
+def test_host_boots_to_ssh_with_both_volumes_locked_and_their_units_down(host, vm_instance, locked_reboot):
+    import subprocess
+
+    fresh = subprocess.run(["ssh", "-p", str(vm_instance["port"]), "-o", "StrictHostKeyChecking=no",
+                            "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes", "-o", "ControlPath=none",
+                            "-o", "ConnectTimeout=20", "-o", "IdentitiesOnly=yes", "-i", vm_instance["identity_file"],
+                            f"root@{vm_instance['address']}", "systemctl is-active multi-user.target"],
+                           capture_output=True, text=True, timeout=120, check=False)
+    assert fresh.returncode == 0 and fresh.stdout.strip() == "active", fresh.stdout + fresh.stderr
+    for volume in (TANG, TPM):
+        assert not is_open(host, volume), volume["mapper"]
+        assert not host.mount_point(volume["mount"]).exists
+        assert not host.service(volume["reader"]).is_running
+        # Still trying, not given up.
+        assert host.service(f"llm-volume-unlock-{volume['mapper']}").is_running
+    assert is_open(host, {"mapper": "llm-models"}), "the key-file volume must still open at boot"
+
+
+def test_recovery_passphrase_opens_the_tpm_volume_through_unlock_playbook(host, run_playbook, locked_reboot):
+    run_playbook("playbooks/unlock.yml", volume_vars(TPM))
+    assert is_open(host, TPM) and host.mount_point(TPM["mount"]).exists
+    assert host.file(f"{TPM['mount']}/marker").content_string.strip() == MARKER
+    assert host.service(TPM["reader"]).is_running
+
+
+def test_tang_volume_opens_by_itself_once_tang_is_back(host, tang_host, locked_reboot, record_property):
+    assert not is_open(host, TANG)
+    tang_host.run_expect([0], "systemctl start tangd.socket")
+    started = time.monotonic()
+    while time.monotonic() - started < 120 and not (is_open(host, TANG) and host.service(TANG["reader"]).is_running):
+        time.sleep(1)
+    waited = round(time.monotonic() - started, 1)
+    record_property("tang_back_to_reader_running_s", waited)
+    assert is_open(host, TANG) and host.service(TANG["reader"]).is_running, f"not open {waited} s after Tang came back"
+    assert host.file(f"{TANG['mount']}/marker").content_string.strip() == MARKER
+
+
+def test_rerun_binds_the_cleared_tpm_again(host, run_playbook, locked_reboot):
+    run_playbook(CLEVIS_PLAYBOOK, {"clevis_phase": "automatic"})
+    device = loop_device(host, TPM)
+    (binding,) = bindings(host, device)
+    assert slot_opens(host, device, binding["slot"])
+    assert len(header(host, device)["keyslots"]) == 2
+
+
+def test_no_volume_key_lies_on_the_guests_unencrypted_disk(host, store, locked_reboot):
+    """Every block the guest wrote to its root disk is in its qcow2 overlay
+    (the base image was built before any key existed)."""
+    wanted: dict[str, bytes] = {}
+    for volume in (TANG, TPM):
+        device = loop_device(host, volume)
+        wanted[f"{volume['mapper']} recovery passphrase"] = \
+            (store / f"luks-recovery-{volume['mapper']}.passphrase").read_text().strip().encode()
+        for binding in bindings(host, device):
+            wanted[f"{volume['mapper']} slot {binding['slot']} key"] = \
+                host.check_output("clevis luks pass -d %s -s %s", device, binding["slot"]).encode()
+        table = host.check_output("dmsetup table --showkeys %s", volume["mapper"]).split()
+        volume_key = table[4]
+        wanted[f"{volume['mapper']} volume key (hex)"] = volume_key.encode()
+        wanted[f"{volume['mapper']} volume key"] = bytes.fromhex(volume_key)
+    assert all(len(value) >= 32 for value in wanted.values()), {k: len(v) for k, v in wanted.items()}
+    # The control: the scenario's key-file volume keeps its key on this disk, and the search finds it.
+    control = (store / "model-volume.key").read_text().strip().encode()
+    host.run_expect([0], "sync")
+    disk = (vm_run_dir("llm-vm") / "overlay.qcow2").read_bytes()
+    assert control in disk, "the search did not find the key file that is known to be on the disk"
+    found = [name for name, value in wanted.items() if value in disk]
+    assert not found, f"found on the guest's root disk: {found}"

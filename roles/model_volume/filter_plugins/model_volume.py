@@ -1,0 +1,114 @@
+"""Filters of the model_volume role: the Clevis policy a mode asks for, the
+bindings `clevis luks list` reports, whether a binding is the one wanted, and
+the systemd name of a mount point."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+AUTOMATIC_MODES = ("tang", "tpm2", "tang+tpm2")
+
+
+def _tang_part(servers: list, threshold: int) -> dict:
+    return {"t": int(threshold), "pins": {"tang": [{"url": str(url)} for url in servers]}}
+
+
+def _tpm2_part(pcr_ids: Any, pcr_bank: str) -> dict:
+    config = {"pcr_bank": str(pcr_bank)}
+    ids = _pcr_text(pcr_ids)
+    if ids:
+        config["pcr_ids"] = ids
+    return config
+
+
+def _pcr_text(pcr_ids: Any) -> str:
+    """'0,7' from "7,0", [7, 0], 7 or ''; sorted, without repeats."""
+    if pcr_ids is None:
+        return ""
+    items = pcr_ids if isinstance(pcr_ids, (list, tuple)) else re.split(r"[,\s]+", str(pcr_ids))
+    numbers = sorted({int(item) for item in (str(i).strip() for i in items) if item != ""})
+    return ",".join(str(n) for n in numbers)
+
+
+def model_volume_clevis_policy(mode: str, servers: list, threshold: int, pcr_ids: Any, pcr_bank: str) -> dict:
+    """The `sss` configuration `clevis luks bind` gets for an unlock mode."""
+    if mode == "tang":
+        return _tang_part(servers, threshold)
+    if mode == "tpm2":
+        return {"t": 1, "pins": {"tpm2": _tpm2_part(pcr_ids, pcr_bank)}}
+    if mode == "tang+tpm2":
+        return {"t": 2, "pins": {"sss": _tang_part(servers, threshold), "tpm2": _tpm2_part(pcr_ids, pcr_bank)}}
+    raise ValueError(f"{mode} is not an automatic unlock mode ({', '.join(AUTOMATIC_MODES)})")
+
+
+def model_volume_clevis_bindings(listing: str) -> list[dict]:
+    """`clevis luks list -d DEV` lines (`1: sss '{"t":1,...}'`) as
+    [{slot, pin, config, shape}] (shape: the policy as text, pins and
+    settings that decide how it opens); lines that do not parse are skipped."""
+    bindings = []
+    for line in str(listing or "").splitlines():
+        match = re.match(r"^\s*(\d+):\s+(\S+)\s+'(.*)'\s*$", line)
+        if not match:
+            continue
+        try:
+            config = json.loads(match.group(3))
+        except ValueError:
+            continue
+        bindings.append({"slot": int(match.group(1)), "pin": match.group(2), "config": config,
+                         "shape": repr(_shape(match.group(2), config))})
+    return bindings
+
+
+def _shape(pin: str, config: Any) -> Any:
+    """What decides how a binding opens, in a form that compares equal for the
+    same policy whatever defaults `clevis luks list` writes out."""
+    if isinstance(config, list):  # a pin given several times inside sss
+        return frozenset(_shape(pin, item) for item in config)
+    config = config if isinstance(config, dict) else {}
+    if pin == "tang":
+        return ("tang", str(config.get("url", "")).rstrip("/"))
+    if pin == "tpm2":
+        return ("tpm2", str(config.get("pcr_bank") or "sha256"), _pcr_text(config.get("pcr_ids")))
+    if pin == "sss":
+        children = []
+        for child_pin, child in (config.get("pins") or {}).items():
+            shaped = _shape(child_pin, child)
+            if isinstance(shaped, frozenset):
+                children.extend(shaped)
+            else:
+                children.append(shaped)
+        return ("sss", int(config.get("t", 1)), frozenset(children))
+    return (pin, json.dumps(config, sort_keys=True))
+
+
+def model_volume_clevis_matches(binding: dict, policy: dict) -> bool:
+    """True when a listed binding opens under exactly the wanted sss policy."""
+    return _shape(str(binding.get("pin")), binding.get("config")) == _shape("sss", policy)
+
+
+def model_volume_mount_unit(path: str) -> str:
+    """The systemd mount unit of a mount point (`systemd-escape --path --suffix=mount`)."""
+    trimmed = re.sub(r"/+", "/", str(path)).strip("/")
+    if not trimmed:
+        return "-.mount"
+    escaped = []
+    for index, char in enumerate(trimmed):
+        if char == "/":
+            escaped.append("-")
+        elif char.isascii() and (char.isalnum() or char in ":_" or (char == "." and index > 0)):
+            escaped.append(char)
+        else:
+            escaped.extend(f"\\x{byte:02x}" for byte in char.encode())
+    return "".join(escaped) + ".mount"
+
+
+class FilterModule:
+    def filters(self):
+        return {
+            "model_volume_clevis_policy": model_volume_clevis_policy,
+            "model_volume_clevis_bindings": model_volume_clevis_bindings,
+            "model_volume_clevis_matches": model_volume_clevis_matches,
+            "model_volume_mount_unit": model_volume_mount_unit,
+        }
