@@ -206,3 +206,10 @@ def test_tang_slots_are_found_alone_or_inside_sss_as_the_key_rotation_looks_for_
 
     found = [b["slot"] for b in mv.model_volume_clevis_bindings(LISTED) if re.search("'tang'", b["shape"])]
     assert found == [1, 3, 4]
+
+
+def test_bindings_are_split_into_those_of_the_policy_and_the_others():
+    bindings = mv.model_volume_clevis_bindings(LISTED)
+    policy = mv.model_volume_clevis_policy("tpm2", [], 1, "7", "sha256")
+    assert [b["slot"] for b in mv.model_volume_clevis_select(bindings, policy)] == [2]
+    assert [b["slot"] for b in mv.model_volume_clevis_select(bindings, policy, False)] == [1, 3, 4]

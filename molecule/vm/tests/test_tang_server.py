@@ -22,8 +22,8 @@ def guest(request):
 
 
 def test_guest_gets_a_signed_advertisement_across_the_network(guest):
-    adv = json.loads(guest.check_output("curl -sf --max-time 20 http://10.88.200.30:%s/adv", PORT))
-    assert adv["payload"] and adv["signatures"], adv
+    adv = json.loads(guest.check_output("curl -sf --max-time 20 http://10.88.200.30:%s/adv", str(PORT)))
+    assert adv["payload"] and (adv.get("signatures") or adv.get("signature")), adv
 
 
 def test_tangd_listens_only_on_its_port_not_on_debians_port_80(host):

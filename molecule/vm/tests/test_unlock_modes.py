@@ -71,7 +71,7 @@ def slot_opens(host, device: str, slot: int) -> bool:
     """Clevis decrypts the slot's key (Tang answers, the TPM unseals) and that key opens the slot."""
     return host.run("bash -c 'set -o pipefail; clevis luks pass -d %s -s %s | "
                     "cryptsetup open --test-passphrase --key-slot %s --key-file - %s'",
-                    device, slot, slot, device).rc == 0
+                    device, str(slot), str(slot), device).rc == 0
 
 
 def opens_with(host, device: str, secret: str) -> bool:
@@ -117,7 +117,7 @@ def store(host):
 
 
 @pytest.fixture(scope="module")
-def mode_change(host, run_playbook, record_property):
+def mode_change(host, run_playbook, record_testsuite_property):
     """The Tang test volume in keyfile mode with a marker, then the change to
     tang mode (and the TPM volume made in tpm2 mode)."""
     started = time.monotonic()
@@ -130,8 +130,8 @@ def mode_change(host, run_playbook, record_property):
     assert host.file(f"/etc/cryptsetup-keys.d/{TANG['mapper']}.key").exists
     run_playbook(CLEVIS_PLAYBOOK, {"clevis_phase": "automatic"})
     host.run_expect([0], "sh -c 'echo %s > %s/marker && sync'", MARKER, TPM["mount"])
-    record_property("keyfile_volume_s", round(made - started, 1))
-    record_property("mode_change_and_tpm_volume_s", round(time.monotonic() - made, 1))
+    record_testsuite_property("keyfile_volume_s", round(made - started, 1))
+    record_testsuite_property("mode_change_and_tpm_volume_s", round(time.monotonic() - made, 1))
     return before
 
 
@@ -201,7 +201,7 @@ def test_tang_key_rotation_rebinds_the_volume_and_retires_the_old_key(host, tang
     device = loop_device(host, TANG)
     token_id = next(iter(header(host, device)["tokens"]))
     host.run_expect([0], "sh -c 'umask 077 && cryptsetup token export --token-id %s %s > /run/old-tang-token.json'",
-                    token_id, device)
+                    str(token_id), device)
     assert _old_token_decrypts(host), "the saved binding did not decrypt before the rotation"
     keys_before = set(tang_host.check_output("ls /var/lib/tang").split())
     started = time.monotonic()
@@ -232,7 +232,7 @@ def test_tang_and_tpm2_volumes_open_at_boot_and_their_units_run(host, guest_rebo
 
 
 @pytest.fixture(scope="module")
-def locked_reboot(host, tang_host, guest_rebooted, record_property):
+def locked_reboot(host, tang_host, guest_rebooted, record_testsuite_property):
     tang_host.run_expect([0], "systemctl stop tangd.socket")
     # A cleared TPM has a new storage seed: what it sealed before is lost, as
     # with a new mainboard. Proven before the reboot, so the boot's result means it.
@@ -242,7 +242,7 @@ def locked_reboot(host, tang_host, guest_rebooted, record_property):
     before = boot_id(host)
     started = time.monotonic()
     reboot(host)
-    record_property("locked_reboot_s", round(time.monotonic() - started, 1))
+    record_testsuite_property("locked_reboot_s", round(time.monotonic() - started, 1))
     assert boot_id(host) != before
     yield
     tang_host.run("systemctl start tangd.socket")
@@ -303,7 +303,7 @@ def test_no_volume_key_lies_on_the_guests_unencrypted_disk(host, store, locked_r
             (store / f"luks-recovery-{volume['mapper']}.passphrase").read_text().strip().encode()
         for binding in bindings(host, device):
             wanted[f"{volume['mapper']} slot {binding['slot']} key"] = \
-                host.check_output("clevis luks pass -d %s -s %s", device, binding["slot"]).encode()
+                host.check_output("clevis luks pass -d %s -s %s", device, str(binding["slot"])).encode()
         table = host.check_output("dmsetup table --showkeys %s", volume["mapper"]).split()
         volume_key = table[4]
         wanted[f"{volume['mapper']} volume key (hex)"] = volume_key.encode()

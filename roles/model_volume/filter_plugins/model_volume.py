@@ -88,6 +88,11 @@ def model_volume_clevis_matches(binding: dict, policy: dict) -> bool:
     return _shape(str(binding.get("pin")), binding.get("config")) == _shape("sss", policy)
 
 
+def model_volume_clevis_select(bindings: list, policy: dict, matching: bool = True) -> list:
+    """The bindings of exactly the wanted sss policy (matching=False: the others)."""
+    return [binding for binding in bindings or [] if model_volume_clevis_matches(binding, policy) == matching]
+
+
 def model_volume_mount_unit(path: str) -> str:
     """The systemd mount unit of a mount point (`systemd-escape --path --suffix=mount`)."""
     trimmed = re.sub(r"/+", "/", str(path)).strip("/")
@@ -110,5 +115,6 @@ class FilterModule:
             "model_volume_clevis_policy": model_volume_clevis_policy,
             "model_volume_clevis_bindings": model_volume_clevis_bindings,
             "model_volume_clevis_matches": model_volume_clevis_matches,
+            "model_volume_clevis_select": model_volume_clevis_select,
             "model_volume_mount_unit": model_volume_mount_unit,
         }
