@@ -455,19 +455,18 @@ _MODE_FAMILY = {"keyfile": "keyfile", "manual": "manual", "none": "manual", "fid
 def _unlock_mode(volume: Mapping) -> str:
     """How a volume is unlocked at boot, from its crypttab line and LUKS2 tokens:
     keyfile (crypttab names a key file: systemd-cryptsetup uses it before any
-    token), clevis or tpm2 (automatic, by a token, with a crypttab line),
-    fido2 (a security key, present in person), manual (no key: a passphrase
-    typed in, or no crypttab line at all)."""
+    token), clevis or tpm2 (automatic, by a token; roles/model_volume opens
+    these from a unit of its own, with no crypttab line), fido2 (a security
+    key, present in person), manual (no key: a passphrase typed in, or no
+    crypttab line and no token)."""
     kinds = [str(token.get("kind")) for token in _list(volume.get("tokens")) if isinstance(token, Mapping)]
     crypttab = _dict(volume.get("crypttab"))
-    if not crypttab.get("present"):
-        return "manual"
-    if crypttab.get("key") not in (None, "", "none", "-"):
+    if crypttab.get("present") and crypttab.get("key") not in (None, "", "none", "-"):
         return "keyfile"
     for kind in kinds:
         if kind in _AUTOMATIC_TOKENS:
             return _AUTOMATIC_TOKENS[kind]
-    return "fido2" if "systemd-fido2" in kinds else "manual"
+    return "fido2" if crypttab.get("present") and "systemd-fido2" in kinds else "manual"
 
 
 def _mode_bits(mode: Any) -> int | None:
