@@ -137,7 +137,7 @@ def test_no_swap_is_active_and_none_can_start_at_boot(host):
 def swap_playbook(tmp_path):
     """Write a playbook that runs the role's swap tasks with the given settings."""
     def write(settings: dict) -> str:
-        play = [{"name": "Swap settings of the hardening role", "hosts": "all", "gather_facts": False, "become": True,
+        play = [{"name": "Swap settings of the hardening role", "hosts": "llm-vm", "gather_facts": False, "become": True,
                  "vars": settings,
                  "tasks": [{"name": "Apply the swap settings", "ansible.builtin.include_role": {
                      "name": "hardening", "tasks_from": "swap.yml"}}]}]
@@ -250,7 +250,7 @@ def test_a_fresh_connection_with_the_admin_key_gets_in(vm_instance):
 def test_a_second_play_after_the_hardening_still_connects(run_playbook, tmp_path, monkeypatch):
     # A control-path directory of its own: no ssh master from earlier runs is reused.
     monkeypatch.setenv("ANSIBLE_SSH_CONTROL_PATH_DIR", str(tmp_path / "cp"))
-    play = [{"name": "Second play", "hosts": "all", "gather_facts": False,
+    play = [{"name": "Second play", "hosts": "llm-vm", "gather_facts": False,
              "tasks": [{"name": "Log in", "ansible.builtin.ping": None}]}]
     playbook = tmp_path / "second-play.yml"
     playbook.write_text(yaml.safe_dump(play))
@@ -296,7 +296,7 @@ def test_settings_that_would_lock_out_the_play_are_rolled_back_unloaded(host, ru
     # An admin group the connecting user (root) is not in, and not added to.
     dropin = "/etc/ssh/sshd_config.d/00-hardening.conf"
     before = host.file(dropin).content_string
-    play = [{"name": "Lock-out attempt", "hosts": "all", "gather_facts": True, "become": True,
+    play = [{"name": "Lock-out attempt", "hosts": "llm-vm", "gather_facts": True, "become": True,
              "vars": {"hardening_ssh_admin_group": "ssh-lockout-test", "hardening_ssh_add_connecting_user": False},
              "tasks": [{"name": "Checks", "ansible.builtin.include_role": {"name": "hardening", "tasks_from": "validate.yml"}},
                        {"name": "SSH", "ansible.builtin.include_role": {"name": "hardening", "tasks_from": "ssh.yml"}}]}]
