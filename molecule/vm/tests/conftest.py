@@ -22,6 +22,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Callable
 
 import pytest
 import testinfra
@@ -204,25 +205,39 @@ def boot_id(host) -> str:
     return host.file("/proc/sys/kernel/random/boot_id").content_string.strip()
 
 
+# What modules ask to be done just before the scenario's one reboot, in the
+# order they asked: (what, function). test_model_volume.py sets up its
+# manual-mode volume here, and test_unlock_modes.py stops the Tang server, so
+# that this one boot finds one volume's key server down.
+BEFORE_SHARED_REBOOT: list[tuple[str, Callable[[], None]]] = []
+# How long that reboot took, from the reboot module's start to its return.
+SHARED_REBOOT: dict[str, float] = {}
+
+
 @pytest.fixture(scope="session")
 def guest_rebooted(request):
     """One reboot of the guest serves every test that looks at the host after
-    a reboot (hardening, firewall, both volumes): pytest_collection_modifyitems
+    a reboot (hardening, firewall, every volume): pytest_collection_modifyitems
     runs all the tests that come before it first. Returns the boot id from
     before the reboot."""
     host = testinfra.get_host(f"ansible://{name_of(None)}?ansible_inventory={request.config.option.ansible_inventory}")
+    for _what, prepare in BEFORE_SHARED_REBOOT:
+        prepare()
     before = boot_id(host)
+    started = time.monotonic()
     reboot(host)
+    SHARED_REBOOT["seconds"] = round(time.monotonic() - started, 1)
     assert boot_id(host) != before, "the guest answered with the boot id it had before the reboot"
     return before
 
 
-# Modules whose tests after the reboot run in this order: the model volume
-# unlocks and rotates (the state the hardening suite's Lynis audit then sees),
-# the evidence report, which reads that audit's result, and last the
-# automatic unlock modes, whose own second reboot (Tang stopped, TPM
-# cleared) comes after everything else has looked at the host.
-AFTER_REBOOT_ORDER = ["test_model_volume.py", "test_hardening.py", "test_evidence.py", "test_unlock_modes.py"]
+# Modules whose tests after the reboot run in this order: the automatic
+# unlock modes first, while their volumes wait (the Tang server comes back
+# and its volume opens by itself; the TPM is cleared and the recovery
+# passphrase opens its volume); the model volume unlocks and rotates; then
+# the hardening suite, whose Lynis audit sees the host in its final state;
+# last the evidence report, which reads that audit's result.
+AFTER_REBOOT_ORDER = ["test_unlock_modes.py", "test_model_volume.py", "test_hardening.py", "test_evidence.py"]
 
 
 def pytest_collection_modifyitems(items):

@@ -3,8 +3,9 @@ keeps its data across re-converges and reboots, rotates keys safely, and in
 manual mode stays locked after a reboot until playbooks/unlock.yml opens it.
 
 The tests run in file order: state checks, then a re-converge with changed
-settings, then the scenario's one reboot (shared with the hardening suite,
-see conftest.py), then unlock and rotation.
+settings, then the scenario's one reboot (shared with the other suites, see
+conftest.py; the manual volume is set up just before it), then unlock and
+rotation.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import secrets
 from pathlib import Path
 
 import pytest
+from conftest import BEFORE_SHARED_REBOOT
 
 # The VM only: the scenario's Tang host (llm-vm-tang) has tests of its own.
 testinfra_hosts = ["ansible://llm-vm"]
@@ -24,6 +26,8 @@ MOUNT = "/srv/models"
 KEYFILE = f"/etc/cryptsetup-keys.d/{MAPPER}.key"
 MANUAL_PASSPHRASE = "manual-test-" + secrets.token_hex(8)
 MARKER = secrets.token_hex(16)
+# The boot id in which the manual volume was set up (once, just before the reboot).
+MANUAL_SET_UP: list[str] = []
 
 
 @pytest.fixture(scope="module")
@@ -100,16 +104,23 @@ def test_foreign_filesystem_is_never_formatted_without_the_force_flag(host, run_
     host.run("sh -c 'losetup -j /var/lib/foreign.img -O NAME -n | xargs -r losetup -d; rm -f /var/lib/foreign.img'")
 
 
+@pytest.fixture(scope="module", autouse=True)
+def manual_volume_before_the_reboot(host, run_playbook):
+    """The manual-mode volume is set up just before the scenario's one reboot
+    (conftest.py BEFORE_SHARED_REBOOT), whichever module's test asks for the
+    reboot first."""
+    def set_up() -> None:
+        run_playbook("molecule/vm/tests/playbooks/manual-volume.yml", {"manual_test_passphrase": MANUAL_PASSPHRASE})
+        host.run_expect([0], "sh -c 'echo %s > /srv/manual-test/marker && sync'", MARKER)
+        MANUAL_SET_UP.append(host.file("/proc/sys/kernel/random/boot_id").content_string.strip())
+    BEFORE_SHARED_REBOOT.append(("set up the manual-mode volume", set_up))
+
+
 @pytest.fixture(scope="module")
-def rebooted(host, run_playbook, request):
-    """Set up the manual-mode volume, then the scenario's one reboot
-    (conftest.py), which must come after this set-up: these are the first
-    tests after the reboot."""
-    before_setup = host.file("/proc/sys/kernel/random/boot_id").content_string.strip()
-    run_playbook("molecule/vm/tests/playbooks/manual-volume.yml", {"manual_test_passphrase": MANUAL_PASSPHRASE})
-    host.run_expect([0], "sh -c 'echo %s > /srv/manual-test/marker && sync'", MARKER)
-    assert request.getfixturevalue("guest_rebooted") == before_setup, \
-        "the guest rebooted before the manual volume was set up (see AFTER_REBOOT_ORDER in conftest.py)"
+def rebooted(guest_rebooted):
+    """The scenario's one reboot, with the manual volume set up before it:
+    these are the tests after the reboot."""
+    assert MANUAL_SET_UP == [guest_rebooted], "the manual volume was not set up in the boot before the reboot"
     return True
 
 

@@ -6,15 +6,16 @@ Two loop-backed volumes beside the scenario's key-file volume: one made in
 keyfile mode that then changes to tang mode (a marker written before the
 change must survive it), and one in tpm2 mode; each with a unit, enabled at
 boot, that needs it. In file order:
-  before the scenario's shared reboot: the mode change, the bindings, a second
+  before the scenario's one reboot: the mode change, the bindings, a second
     run with nothing to change, and a Tang key rotation;
-  the shared reboot (Tang up, TPM intact): both volumes open, and their units
-    run, with no human;
-  a reboot of this module's own, with the Tang server stopped and the TPM
-    cleared: SSH answers, both volumes stay closed and their units down; the
-    recovery passphrase opens the TPM volume (playbooks/unlock.yml); the Tang
-    volume opens by itself once Tang is back; a re-run binds the cleared TPM
-    again;
+  that reboot (conftest.py), with the Tang server stopped just before it:
+    SSH answers and the boot completes, the Tang volume stays closed and its
+    unit down, the TPM volume opens and its unit runs, with no human; the
+    Tang server started again, the Tang volume (bound by the rotation) opens
+    by itself and its unit starts;
+  the TPM cleared, the TPM volume closed and its unlock unit started again
+    (what a boot does for it): it stays closed; the recovery passphrase opens
+    it (playbooks/unlock.yml); a re-run binds the cleared TPM again;
   last, the guest's root disk (qcow2 overlay: every block the guest wrote) is
     searched for each volume key, slot key and recovery passphrase.
 """
@@ -29,7 +30,7 @@ from pathlib import Path
 
 import pytest
 import testinfra
-from conftest import boot_id, reboot, vm_run_dir
+from conftest import BEFORE_SHARED_REBOOT, SHARED_REBOOT, vm_run_dir
 
 testinfra_hosts = ["ansible://llm-vm"]
 
@@ -117,9 +118,12 @@ def store(host):
 
 
 @pytest.fixture(scope="module")
-def mode_change(host, run_playbook, record_testsuite_property):
+def mode_change(host, tang_host, run_playbook, record_testsuite_property):
     """The Tang test volume in keyfile mode with a marker, then the change to
-    tang mode (and the TPM volume made in tpm2 mode)."""
+    tang mode (and the TPM volume made in tpm2 mode). Asks for the Tang
+    server to be stopped just before the scenario's one reboot."""
+    BEFORE_SHARED_REBOOT.append(("stop the Tang server",
+                                 lambda: tang_host.run_expect([0], "systemctl stop tangd.socket")))
     started = time.monotonic()
     run_playbook(CLEVIS_PLAYBOOK, {"clevis_phase": "keyfile"})
     made = time.monotonic()
@@ -217,43 +221,24 @@ def test_tang_key_rotation_rebinds_the_volume_and_retires_the_old_key(host, tang
     host.run("rm -f /run/old-tang-token.json")
 
 
-# --- after the scenario's shared reboot (Tang up, TPM intact) ---------------------------------
-
-
-def test_tang_and_tpm2_volumes_open_at_boot_and_their_units_run(host, guest_rebooted, record_property):
-    for volume in (TANG, TPM):
-        assert is_open(host, volume), volume["mapper"]
-        assert host.mount_point(volume["mount"]).exists
-        assert host.file(f"{volume['mount']}/marker").content_string.strip() == MARKER
-        assert host.service(volume["reader"]).is_running
-        record_property(f"{volume['mode']}_unlocked_s_after_kernel_start", unlock_seconds(host, volume))
-
-
-# --- this module's own reboot: Tang stopped, TPM cleared ---------------------------------------
+# --- after the scenario's shared reboot: Tang stopped, TPM intact ------------------------------
 
 
 @pytest.fixture(scope="module")
-def locked_reboot(host, tang_host, guest_rebooted, record_testsuite_property):
-    tang_host.run_expect([0], "systemctl stop tangd.socket")
-    # A cleared TPM has a new storage seed: what it sealed before is lost, as
-    # with a new mainboard. Proven before the reboot, so the boot's result means it.
-    host.run_expect([0], "tpm2_clear")
-    (binding,) = bindings(host, loop_device(host, TPM))
-    assert not slot_opens(host, loop_device(host, TPM), binding["slot"])
-    before = boot_id(host)
-    started = time.monotonic()
-    reboot(host)
-    record_testsuite_property("locked_reboot_s", round(time.monotonic() - started, 1))
-    assert boot_id(host) != before
+def tang_down_at_boot(tang_host, mode_change):
+    """The scenario's one reboot (conftest.py) happens with the Tang server
+    stopped (BEFORE_SHARED_REBOOT, asked for by `mode_change`); the Tang
+    server is started again when this module is done, whatever happened."""
     yield
     tang_host.run("systemctl start tangd.socket")
 
 
-def test_host_boots_to_ssh_with_both_volumes_locked_and_their_units_down(host, vm_instance, locked_reboot):
+def test_host_boots_to_ssh_with_the_tang_volume_locked_and_its_unit_down(host, vm_instance, guest_rebooted,
+                                                                           tang_down_at_boot, record_property):
     import subprocess
 
     # A new SSH connection, and the boot finished (multi-user.target reached,
-    # within 3 min of the reboot module's return) while both volumes are locked.
+    # within 3 min of the reboot module's return) while the Tang volume is locked.
     fresh = subprocess.run(["ssh", "-p", str(vm_instance["port"]), "-o", "StrictHostKeyChecking=no",
                             "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes", "-o", "ControlPath=none",
                             "-o", "ConnectTimeout=20", "-o", "IdentitiesOnly=yes", "-i", vm_instance["identity_file"],
@@ -262,23 +247,27 @@ def test_host_boots_to_ssh_with_both_volumes_locked_and_their_units_down(host, v
                             " systemctl is-active multi-user.target"],
                            capture_output=True, text=True, timeout=300, check=False)
     assert fresh.returncode == 0 and fresh.stdout.strip() == "active", fresh.stdout + fresh.stderr
-    for volume in (TANG, TPM):
-        assert not is_open(host, volume), volume["mapper"]
-        assert not host.mount_point(volume["mount"]).exists
-        assert not host.service(volume["reader"]).is_running
-        # Still trying, not given up.
-        assert host.service(f"llm-volume-unlock-{volume['mapper']}").is_running
+    assert not is_open(host, TANG)
+    assert not host.mount_point(TANG["mount"]).exists
+    assert not host.service(TANG["reader"]).is_running
+    # Still trying, not given up, and saying so in the journal.
+    unit = f"llm-volume-unlock-{TANG['mapper']}.service"
+    assert host.service(unit).is_running
+    assert f"{TANG['mapper']} is still locked" in host.check_output("journalctl -b --no-pager -u %s", unit)
     assert is_open(host, {"mapper": "llm-models"}), "the key-file volume must still open at boot"
+    record_property("shared_reboot_s", SHARED_REBOOT.get("seconds"))
 
 
-def test_recovery_passphrase_opens_the_tpm_volume_through_unlock_playbook(host, run_playbook, locked_reboot):
-    run_playbook("playbooks/unlock.yml", volume_vars(TPM))
+def test_tpm2_volume_opens_at_boot_and_its_unit_runs(host, guest_rebooted, tang_down_at_boot, record_property):
     assert is_open(host, TPM) and host.mount_point(TPM["mount"]).exists
     assert host.file(f"{TPM['mount']}/marker").content_string.strip() == MARKER
     assert host.service(TPM["reader"]).is_running
+    record_property("tpm2_unlocked_s_after_kernel_start", unlock_seconds(host, TPM))
 
 
-def test_tang_volume_opens_by_itself_once_tang_is_back(host, tang_host, locked_reboot, record_property):
+def test_tang_volume_opens_by_itself_once_tang_is_back(host, tang_host, guest_rebooted, tang_down_at_boot,
+                                                       record_property):
+    # Its binding is the one made by the key rotation before the reboot.
     assert not is_open(host, TANG)
     tang_host.run_expect([0], "systemctl start tangd.socket")
     started = time.monotonic()
@@ -290,15 +279,60 @@ def test_tang_volume_opens_by_itself_once_tang_is_back(host, tang_host, locked_r
     assert host.file(f"{TANG['mount']}/marker").content_string.strip() == MARKER
 
 
-def test_rerun_binds_the_cleared_tpm_again(host, run_playbook, locked_reboot):
-    run_playbook(CLEVIS_PLAYBOOK, {"clevis_phase": "automatic"})
+# --- the TPM cleared: the TPM volume stays closed; the recovery passphrase opens it -------------
+
+
+@pytest.fixture(scope="module")
+def tpm_cleared(host, guest_rebooted, tang_down_at_boot):
+    """The TPM cleared (a new storage seed: what it sealed before is lost, as
+    with a new mainboard), then the TPM volume closed and its unlock unit
+    started again: what a boot does for this volume (it has no crypttab line;
+    the unit is all that opens it)."""
+    host.run_expect([0], "tpm2_clear")
+    device = loop_device(host, TPM)
+    (binding,) = bindings(host, device)
+    assert not slot_opens(host, device, binding["slot"])
+    unit = f"llm-volume-unlock-{TPM['mapper']}.service"
+    host.run_expect([0], "systemctl stop %s %s", TPM["reader"], unit)
+    host.run_expect([0], "systemctl stop %s", host.check_output("systemd-escape --path --suffix=mount %s", TPM["mount"]))
+    host.run_expect([0], "cryptsetup close %s", TPM["mapper"])
+    since = host.check_output("date '+%Y-%m-%d %H:%M:%S'")
+    host.run_expect([0], "systemctl start %s", unit)
+    return {"unit": unit, "since": since}
+
+
+def test_tpm_volume_stays_closed_once_the_tpm_is_cleared(host, tpm_cleared):
+    journal = ""
+    for _ in range(60):  # the unit's first failed attempt
+        journal = host.check_output("journalctl --no-pager -u %s --since %s", tpm_cleared["unit"], tpm_cleared["since"])
+        if f"{TPM['mapper']} is still locked" in journal:
+            break
+        time.sleep(2)
+    assert f"{TPM['mapper']} is still locked" in journal, journal[-2000:]
+    assert host.service(tpm_cleared["unit"]).is_running
+    assert not is_open(host, TPM) and not host.mount_point(TPM["mount"]).exists
+    assert not host.service(TPM["reader"]).is_running
+
+
+def test_recovery_passphrase_opens_the_tpm_volume_through_unlock_playbook(host, run_playbook, tpm_cleared,
+                                                                          record_property):
+    started = time.monotonic()
+    run_playbook("playbooks/unlock.yml", volume_vars(TPM))
+    record_property("unlock_playbook_s", round(time.monotonic() - started, 1))
+    assert is_open(host, TPM) and host.mount_point(TPM["mount"]).exists
+    assert host.file(f"{TPM['mount']}/marker").content_string.strip() == MARKER
+    assert host.service(TPM["reader"]).is_running
+
+
+def test_rerun_binds_the_cleared_tpm_again(host, run_playbook, tpm_cleared):
+    run_playbook(CLEVIS_PLAYBOOK, {"clevis_phase": "tpm"})
     device = loop_device(host, TPM)
     (binding,) = bindings(host, device)
     assert slot_opens(host, device, binding["slot"])
     assert len(header(host, device)["keyslots"]) == 2
 
 
-def test_no_volume_key_lies_on_the_guests_unencrypted_disk(host, store, locked_reboot):
+def test_no_volume_key_lies_on_the_guests_unencrypted_disk(host, store, tpm_cleared):
     """Every block the guest wrote to its root disk is in its qcow2 overlay
     (the base image was built before any key existed)."""
     wanted: dict[str, bytes] = {}
