@@ -15,7 +15,7 @@ import secrets
 from pathlib import Path
 
 import pytest
-from conftest import BEFORE_SHARED_REBOOT
+from conftest import BEFORE_SHARED_REBOOT, SHARED_REBOOT
 
 # The VM only: the scenario's Tang host (llm-vm-tang) has tests of its own.
 testinfra_hosts = ["ansible://llm-vm"]
@@ -113,7 +113,10 @@ def manual_volume_before_the_reboot(host, run_playbook):
         run_playbook("molecule/vm/tests/playbooks/manual-volume.yml", {"manual_test_passphrase": MANUAL_PASSPHRASE})
         host.run_expect([0], "sh -c 'echo %s > /srv/manual-test/marker && sync'", MARKER)
         MANUAL_SET_UP.append(host.file("/proc/sys/kernel/random/boot_id").content_string.strip())
-    BEFORE_SHARED_REBOOT.append(("set up the manual-mode volume", set_up))
+    # pytest makes a module's fixtures again when the run comes back to the
+    # module after the reboot: by then there is nothing to ask for.
+    if not SHARED_REBOOT:
+        BEFORE_SHARED_REBOOT.append(("set up the manual-mode volume", set_up))
 
 
 @pytest.fixture(scope="module")
