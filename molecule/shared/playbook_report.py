@@ -34,21 +34,13 @@ def run_playbook(directory: Path, args: list[str], timeout: int = 900) -> tuple[
     return status, report
 
 
-# The scenarios' own executor (molecule.yml): Mitogen runs the modules.
-MITOGEN = {"ANSIBLE_STRATEGY_PLUGINS": str(PROJECT / "molecule/shared/plugins/strategy"),
-           "ANSIBLE_STRATEGY": "mitogen_linear"}
-
-
 def run_playbook_with_output(directory: Path, args: list[str], timeout: int = 900,
-                             executable: str = "ansible-playbook", mitogen: bool = False) -> tuple[int, dict, str]:
+                             executable: str = "ansible-playbook") -> tuple[int, dict, str]:
     """As run_playbook, and the run's whole stdout and stderr (where a secret
-    must never appear). Stock Ansible, as operators run it, unless `mitogen`."""
+    must never appear)."""
     env = {**os.environ, "ANSIBLE_CONFIG": str(json_config(directory)), "ANSIBLE_FORCE_COLOR": "false"}
-    for name in ("ANSIBLE_STDOUT_CALLBACK", "ANSIBLE_CALLBACKS_ENABLED", "ANSIBLE_CALLBACK_WHITELIST",
-                 "ANSIBLE_STRATEGY", "ANSIBLE_STRATEGY_PLUGINS"):
+    for name in ("ANSIBLE_STDOUT_CALLBACK", "ANSIBLE_CALLBACKS_ENABLED", "ANSIBLE_CALLBACK_WHITELIST"):
         env.pop(name, None)
-    if mitogen:
-        env.update(MITOGEN)
     run = subprocess.run([executable, *args], cwd=PROJECT, env=env, capture_output=True, text=True,
                          timeout=timeout, check=False)
     if "{" not in run.stdout:

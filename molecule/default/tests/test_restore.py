@@ -139,10 +139,8 @@ def rebuilt(restored, secrets_dir, tmp_path_factory) -> dict:
     host = {"llm-node1": {**connection, "llm_secrets_dir": str(secrets_dir), "vllm_extra_args": ["--enforce-eager"]}}
     (inventory / "hosts.yml").write_text(yaml.safe_dump({"all": {"children": {
         group: {"hosts": host} for group in ("llm_servers", "gateways", "sandbox_wheelhouse")}}}))
-    # Mitogen, as the scenario's converge: this run proves what the store
-    # holds; the idempotence step proves site.yml under stock Ansible.
     status, recap, output = playbook_report.run_playbook_with_output(
-        directory, ["-i", str(inventory / "hosts.yml"), "site.yml"], timeout=1500, mitogen=True)
+        directory, ["-i", str(inventory / "hosts.yml"), "site.yml"], timeout=1500)
     assert status == 0, playbook_report.failed_tasks(recap) or output[-3000:]
     fresh = testinfra.get_host(f"ansible://llm-node1?ansible_inventory={inventory / 'hosts.yml'}")
     yield {"host": fresh}
