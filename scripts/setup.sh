@@ -47,7 +47,11 @@ stamp="$VENV/.requirements.sha256"
 want="$(sha256sum requirements-controller.txt | cut -d' ' -f1)"
 if [[ "$(cat "$stamp" 2>/dev/null)" != "$want" ]]; then
   log "installing the pinned controller tools into $VENV"
-  "$VENV/bin/pip" install -q --disable-pip-version-check -r requirements-controller.txt \
+  # --no-compile: pip would compile all ~19,000 Python files of the venv
+  # (the `ansible` package's collections are most of them): 88 s instead of
+  # 36 s on this machine. Python compiles what the tools import on first use
+  # and keeps it (the venv is this user's).
+  "$VENV/bin/pip" install -q --no-compile --disable-pip-version-check -r requirements-controller.txt \
     || die "pip could not install requirements-controller.txt (is PyPI reachable?)"
   echo "$want" > "$stamp"
 else

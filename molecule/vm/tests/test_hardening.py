@@ -384,33 +384,36 @@ LYNIS_EXPECTED_WARNINGS = {
 
 lynis_enabled = pytest.mark.skipif(os.environ.get("LLM_LYNIS", "1") == "0", reason="LLM_LYNIS=0: Lynis audit skipped")
 
-# Runs on the host: for each test ID given, whether its code in Lynis' own
-# test files can add hardening points (AddHP) or warnings (ReportWarning), and
-# the variables it sets that another test reads before setting them itself
-# (each test's section starts at its "# Test :" comment; PREQS_MET is set by
-# every test for its own Register line).
-LYNIS_TEST_EFFECTS = r"""
-import glob, re, sys
-blocks = {}
-for path in glob.glob("/usr/share/lynis/include/tests_*"):
-    for block in re.split(r"(?m)^(?=\s*# Test\s*:)", open(path, errors="replace").read())[1:]:
-        found = re.search(r"Register --test-no (\S+)", block)
-        if found:
-            blocks[found.group(1)] = block
-def shared(test, block):
-    names = set()
-    for var in set(re.findall(r"(?<![\w${])([A-Z][A-Z0-9_]*)=", block)) - {"PREQS_MET"}:
-        read = re.compile(r"\$\{?" + var + r"\b")
-        assign = re.compile(r"(?<![\w${])" + var + r"=|\bfor " + var + r"\b")
-        for other, text in blocks.items():
-            first_read, first_assign = read.search(text), assign.search(text)
-            if other != test and first_read and (first_assign is None or first_read.start() < first_assign.start()):
-                names.add(var)
-    return sorted(names)
-for test in " ".join(sys.argv[1:]).split():
-    block = blocks.get(test)
-    print(test, "missing" if block is None else ("AddHP" in block, "ReportWarning" in block, shared(test, block)))
-"""
+# What the code of each test in Lynis' own test files (the guest's, read in one
+# round trip; the analysis runs here, not at emulated speed) can do: add
+# hardening points (AddHP), warn (ReportWarning), and set variables that
+# another test reads before setting them itself. Each test's section starts
+# at its "# Test :" comment; PREQS_MET is set by every test for its own
+# Register line.
+LYNIS_TEST_FILES = 'for f in /usr/share/lynis/include/tests_*; do printf "@@lynis-file %s\\n" "$f"; cat "$f"; done'
+
+
+def lynis_test_effects(files: str, tests: list[str]) -> dict[str, object]:
+    blocks = {}
+    for text in re.split(r"(?m)^@@lynis-file .*$", files)[1:]:
+        for block in re.split(r"(?m)^(?=\s*# Test\s*:)", text)[1:]:
+            found = re.search(r"Register --test-no (\S+)", block)
+            if found:
+                blocks[found.group(1)] = block
+
+    def shared(test: str, block: str) -> list[str]:
+        names = set()
+        for var in set(re.findall(r"(?<![\w${])([A-Z][A-Z0-9_]*)=", block)) - {"PREQS_MET"}:
+            read = re.compile(r"\$\{?" + var + r"\b")
+            assign = re.compile(r"(?<![\w${])" + var + r"=|\bfor " + var + r"\b")
+            for other, text in blocks.items():
+                first_read, first_assign = read.search(text), assign.search(text)
+                if other != test and first_read and (first_assign is None or first_read.start() < first_assign.start()):
+                    names.add(var)
+        return sorted(names)
+
+    return {test: "missing" if test not in blocks else
+            ("AddHP" in blocks[test], "ReportWarning" in blocks[test], shared(test, blocks[test])) for test in tests}
 
 
 @pytest.fixture(scope="module")
@@ -460,5 +463,5 @@ def test_lynis_skips_only_tests_that_count_for_nothing(host, lynis):
     # The skipped tests were skipped, and this Lynis' own code for them can
     # neither add hardening points nor warn: the index is what a full run gives.
     assert LYNIS_SKIPPED_TESTS <= lynis["skipped"], lynis["skipped"]
-    effects = host.check_output("python3 -c %s %s", LYNIS_TEST_EFFECTS, " ".join(sorted(LYNIS_SKIPPED_TESTS)))
-    assert effects.splitlines() == [f"{test} (False, False, [])" for test in sorted(LYNIS_SKIPPED_TESTS)], effects
+    effects = lynis_test_effects(host.check_output(LYNIS_TEST_FILES), sorted(LYNIS_SKIPPED_TESTS))
+    assert effects == {test: (False, False, []) for test in LYNIS_SKIPPED_TESTS}, effects
