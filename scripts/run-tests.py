@@ -12,7 +12,7 @@ processes), sampled every 10 s into cpu.csv in the reports folder
 
 The lanes in LANES run side by side (their output lines prefixed with the
 scenario's name, "lint" or "unit"); the steps of one lane run one after
-another. The items of SHARED_TAIL run from the start in a third lane of
+another. The items of CHECKS_LANE run from the start in a third lane of
 their own that yields the CPU to the other two; --serial runs everything in
 one lane.
 
@@ -25,9 +25,7 @@ import argparse
 import concurrent.futures
 import csv
 import functools
-import itertools
 import os
-import queue
 import subprocess
 import sys
 import tempfile
@@ -54,7 +52,7 @@ SCENARIOS = ["default", "fleet", "vm"]
 # lane that yields the CPU (TAIL_NICENESS). --serial runs everything in one
 # lane.
 LANES = [["default", "fleet"], ["vm"]]
-SHARED_TAIL = ["unit", "lint"]
+CHECKS_LANE = ["unit", "lint"]
 MOLECULE_SEQUENCE = ["destroy", "syntax", "create", "prepare", "converge", "idempotence", "verify"]
 # Built (or found in the cache) by the scenario's lane before its first step:
 # on a machine without the cache the VM image takes about 3 minutes, which the
@@ -76,7 +74,7 @@ STOCK_ANSIBLE = {"ANSIBLE_STRATEGY": "linear"}
 # one on a quiet machine. The containers' own destroy, syntax, create and
 # prepare steps run meanwhile.
 BOOT_FIRST = ("vm", "create")
-# The unit tests and lint (SHARED_TAIL) run from the start, beside both
+# The unit tests and lint (CHECKS_LANE) run from the start, beside both
 # lanes, and yield the CPU to them: they take what the lanes leave idle (the
 # clean-clone run of eaea68f left 657 of 8973 core-seconds idle, while they
 # waited for a lane to be free and then ran 350 s at the end, after both
@@ -264,34 +262,24 @@ def main() -> int:
         chosen |= set(args.scenario or SCENARIOS)
     if BOOT_FIRST[0] not in chosen or args.serial:
         booted.set()  # nothing to wait for, or one lane (the wait would never end)
-    tail = [item for item in SHARED_TAIL if item in chosen]
+    check_items = [item for item in CHECKS_LANE if item in chosen]
     lanes = [[item for item in lane if item in chosen] for lane in LANES]
     if args.serial:
-        lanes = [[item for lane in lanes for item in lane] + tail]
-        tail = []
+        lanes = [[item for lane in lanes for item in lane]]
     lanes = [lane for lane in lanes if lane] or [[]]
-    if len(lanes) > 1 and tail:
-        lanes.append(tail)  # a lane of their own, from the start
-        tail = []
-    shared = queue.SimpleQueue()
-    for item in tail:
-        shared.put(item)
-
-    def next_shared() -> str | None:
-        try:
-            return shared.get_nowait()
-        except queue.Empty:
-            return None
+    if len(lanes) == 1:
+        lanes[0] += check_items  # after the one lane's scenarios
+    elif check_items:
+        lanes.append(check_items)  # a lane of their own, from the start
 
     def lane_run(lane: list[str], parallel: bool) -> None:
-        # The lane's own items, then the shared tail one item at a time.
         # Beside another lane, a scenario with another after it gets that
         # one's early steps done while it waits for the VM's boot, and is
         # destroyed beside it (the default scenario's destroy took 69 s of
         # the lane, most of it the disk dropping its containers' layers).
         scenarios = [item for item in lane if item not in checks]
         background: list[threading.Thread] = []
-        for item in itertools.chain(lane, iter(next_shared, None)):
+        for item in lane:
             prefix = f"[{item}] " if parallel else ""
             if item in checks:
                 checks[item](prefix)
