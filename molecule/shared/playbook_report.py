@@ -4,7 +4,7 @@ The project's ansible.cfg with the JSON callback as the only output: one
 report per run, with every task's result per host and the recap's figures.
 Under Molecule the run takes the scenario's executor (Mitogen, from the
 scenario's ansible.cfg), as its converge did: `site.yml --check` on the
-converged sandbox host took 65 s instead of 128 (demo host, 027c303). The
+converged sandbox host took 65 s instead of 128 (demo host, 40baaab). The
 scenarios' idempotence step is where stock Ansible is proven
 (scripts/run-tests.py); a caller may ask for it with stock=True.
 """

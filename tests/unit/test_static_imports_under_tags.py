@@ -7,6 +7,7 @@ rotate,gateway` on `'vllm_installed' is undefined` for want of this."""
 
 from __future__ import annotations
 
+import functools
 import re
 from pathlib import Path
 
@@ -34,8 +35,10 @@ def tasks_in(node):
             yield from tasks_in(node.get(key))
 
 
-def all_tasks() -> list[tuple[Path, dict]]:
-    return [(path, task) for path in task_files() for task in tasks_in(yaml.safe_load(path.read_text()) or [])]
+@functools.cache
+def all_tasks() -> tuple[tuple[Path, dict], ...]:
+    """Every task of the project, each file read once for the whole module."""
+    return tuple((path, task) for path in task_files() for task in tasks_in(yaml.safe_load(path.read_text()) or []))
 
 
 def registered() -> set[str]:
