@@ -1,5 +1,5 @@
 """The automatic unlock modes of model_volume: the Clevis policy each mode
-binds, how a listed binding is recognised, and bad settings refused before
+binds, how the bindings of a real LUKS2 header are read and recognised, and bad settings refused before
 any change with a message that names the variable.
 
 The validation cases run the role's real validate tasks on this machine (one
@@ -10,7 +10,9 @@ nothing listens on."""
 from __future__ import annotations
 
 import http.server
+import json
 import os
+import re
 import socket
 import sys
 import threading
@@ -25,7 +27,7 @@ import model_volume as mv  # noqa: E402  (the role's filter plugin)
 TANG_URL = "http://tang.example:7500"
 
 
-# --- policies and listed bindings ----------------------------------------------------------------
+# --- policies and the header's bindings ----------------------------------------------------------------
 
 
 def test_tang_mode_binds_every_server_with_the_threshold():
@@ -53,32 +55,71 @@ def test_a_mode_without_clevis_has_no_policy():
         mv.model_volume_clevis_policy("keyfile", [], 1, "7", "sha256")
 
 
-# As `clevis luks list` writes them (clevis 19): pins inside sss as lists,
-# tpm2 with its defaults written out.
-LISTED = """1: sss '{"t":1,"pins":{"tang":[{"url":"http://tang.example:7500"}]}}'
-2: sss '{"t":1,"pins":{"tpm2":[{"hash":"sha256","key":"ecc","pcr_bank":"sha256","pcr_ids":"7"}]}}'
-3: sss '{"t":2,"pins":{"sss":[{"t":1,"pins":{"tang":[{"url":"http://tang.example:7500/"}]}}],"tpm2":[{"hash":"sha256","key":"ecc","pcr_bank":"sha256","pcr_ids":"7"}]}}'
-4: tang '{"url":"http://tang.example:7500"}'
-not a binding line
-"""
+# A real header: a 64 MiB LUKS2 volume in the test VM (Debian 12, clevis 19,
+# the emulated TPM), bound with `clevis luks bind` three times, dumped with
+# `cryptsetup luksDump --dump-json-metadata`; beside it what
+# `clevis luks list` printed for it. Tang advertisements came from a file
+# (offline keys), so the URLs are never contacted.
+#   slot 1: tang mode, one server;  slot 2: tpm2 mode, PCR 7;
+#   slot 3: tang+tpm2, two servers with threshold 2 (one URL with a
+#           trailing slash) and PCRs 0 and 7.
+DATA = PROJECT / "tests" / "unit" / "data" / "model_volume"
+HEADER = (DATA / "luks2-metadata-with-clevis-tokens.json").read_text()
+TANG_A, TANG_B = "http://tang-a.example:7500", "http://tang-b.example:7500"
 
 
-def test_listed_bindings_are_read_with_their_slots():
-    found = mv.model_volume_clevis_bindings(LISTED)
-    assert [(b["slot"], b["pin"]) for b in found] == [(1, "sss"), (2, "sss"), (3, "sss"), (4, "tang")]
+def clevis_luks_list(text: str) -> list[tuple[int, str, dict]]:
+    """`clevis luks list` lines (`1: sss '{...}'`) as (slot, pin, settings)."""
+    found = []
+    for line in text.splitlines():
+        match = re.match(r"^\s*(\d+):\s+(\S+)\s+'(.*)'\s*$", line)
+        if match:
+            found.append((int(match.group(1)), match.group(2), json.loads(match.group(3))))
+    return found
+
+
+def test_bindings_read_from_the_header_are_what_clevis_luks_list_prints():
+    bindings = mv.model_volume_clevis_tokens(HEADER)
+    listed = clevis_luks_list((DATA / "clevis-luks-list.txt").read_text())
+    assert len(listed) == 3
+    assert [(b["slot"], b["pin"], b["config"]) for b in bindings] == listed
+    assert [(b["slot"], b["token"]) for b in bindings] == [(1, 0), (2, 1), (3, 2)]
+
+
+def test_no_key_material_of_the_header_reaches_the_bindings():
+    text = json.dumps(mv.model_volume_clevis_tokens(HEADER))
+    tokens = json.loads(HEADER)["tokens"].values()
+    for secret in ("adv", "jwk_priv", "jwk_pub", "epk", "ciphertext", "protected"):
+        assert f'"{secret}"' not in text, secret
+    assert not any(token["jwe"]["ciphertext"] in text or token["jwe"]["protected"][:40] in text for token in tokens)
+
+
+def test_tokens_that_are_not_clevis_bindings_are_skipped():
+    header = json.loads(HEADER)
+    header["tokens"]["7"] = {"type": "systemd-tpm2", "keyslots": ["5"]}
+    header["tokens"]["8"] = {"type": "clevis", "keyslots": ["6"], "jwe": {"protected": "not base64 json"}}
+    header["tokens"]["9"] = {"type": "clevis", "keyslots": [], "jwe": header["tokens"]["0"]["jwe"]}
+    assert [b["slot"] for b in mv.model_volume_clevis_tokens(header)] == [1, 2, 3]
+    assert mv.model_volume_clevis_tokens("") == [] and mv.model_volume_clevis_tokens("{not json") == []
+
+
+POLICIES = {"tang": ("tang", [TANG_A], 1, "", "sha256"),
+            "tpm2": ("tpm2", [], 1, "7", "sha256"),
+            "tang+tpm2": ("tang+tpm2", [TANG_A, TANG_B], 2, "7,0", "sha256")}
 
 
 @pytest.mark.parametrize(("mode", "slot"), [("tang", 1), ("tpm2", 2), ("tang+tpm2", 3)])
 def test_each_mode_recognises_its_own_binding_and_no_other(mode, slot):
-    policy = mv.model_volume_clevis_policy(mode, [TANG_URL], 1, "7", "sha256")
-    matching = [b["slot"] for b in mv.model_volume_clevis_bindings(LISTED) if mv.model_volume_clevis_matches(b, policy)]
+    policy = mv.model_volume_clevis_policy(*POLICIES[mode])
+    matching = [b["slot"] for b in mv.model_volume_clevis_tokens(HEADER) if mv.model_volume_clevis_matches(b, policy)]
     assert matching == [slot]
 
 
 def test_a_changed_server_list_threshold_or_pcr_policy_is_a_different_binding():
-    bindings = mv.model_volume_clevis_bindings(LISTED)
-    for policy in (mv.model_volume_clevis_policy("tang", [TANG_URL, "http://other:7500"], 1, "7", "sha256"),
-                   mv.model_volume_clevis_policy("tang", [TANG_URL, "http://other:7500"], 2, "7", "sha256"),
+    bindings = mv.model_volume_clevis_tokens(HEADER)
+    for policy in (mv.model_volume_clevis_policy("tang", [TANG_A, "http://other:7500"], 1, "", "sha256"),
+                   mv.model_volume_clevis_policy("tang", [TANG_A, TANG_B], 1, "", "sha256"),
+                   mv.model_volume_clevis_policy("tang+tpm2", [TANG_A, TANG_B], 1, "0,7", "sha256"),
                    mv.model_volume_clevis_policy("tpm2", [], 1, "0,7", "sha256"),
                    mv.model_volume_clevis_policy("tpm2", [], 1, "7", "sha1")):
         assert not any(mv.model_volume_clevis_matches(b, policy) for b in bindings), policy
@@ -202,14 +243,12 @@ def test_unknown_mode_is_refused_naming_the_choices(results):
 
 def test_tang_slots_are_found_alone_or_inside_sss_as_the_key_rotation_looks_for_them():
     # roles/model_volume/tasks/rebind.yml: selectattr('shape', 'search', "'tang'")
-    import re
-
-    found = [b["slot"] for b in mv.model_volume_clevis_bindings(LISTED) if re.search("'tang'", b["shape"])]
-    assert found == [1, 3, 4]
+    found = [b["slot"] for b in mv.model_volume_clevis_tokens(HEADER) if re.search("'tang'", b["shape"])]
+    assert found == [1, 3]
 
 
 def test_bindings_are_split_into_those_of_the_policy_and_the_others():
-    bindings = mv.model_volume_clevis_bindings(LISTED)
-    policy = mv.model_volume_clevis_policy("tpm2", [], 1, "7", "sha256")
+    bindings = mv.model_volume_clevis_tokens(HEADER)
+    policy = mv.model_volume_clevis_policy(*POLICIES["tpm2"])
     assert [b["slot"] for b in mv.model_volume_clevis_select(bindings, policy)] == [2]
-    assert [b["slot"] for b in mv.model_volume_clevis_select(bindings, policy, False)] == [1, 3, 4]
+    assert [b["slot"] for b in mv.model_volume_clevis_select(bindings, policy, False)] == [1, 3]

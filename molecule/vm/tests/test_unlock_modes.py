@@ -26,12 +26,16 @@ from __future__ import annotations
 import json
 import re
 import secrets
+import sys
 import time
 from pathlib import Path
 
 import pytest
 import testinfra
 from conftest import BEFORE_SHARED_REBOOT, SHARED_REBOOT, vm_run_dir
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "roles" / "model_volume" / "filter_plugins"))
+import model_volume  # noqa: E402  (the role's filter plugin: how it reads a header's bindings)
 
 testinfra_hosts = ["ansible://llm-vm"]
 
@@ -60,9 +64,16 @@ def loop_device(host, volume: dict) -> str:
 
 
 def bindings(host, device: str) -> list[dict]:
-    listed = host.run("clevis luks list -d %s", device).stdout
+    """The volume's Clevis bindings, read from its header as the role reads
+    them (test_bindings_follow_the_mode_and_open_through_clevis checks that
+    this is what `clevis luks list` prints)."""
+    return model_volume.model_volume_clevis_tokens(header(host, device))
+
+
+def clevis_luks_list(host, device: str) -> list[dict]:
+    """What Clevis's own `clevis luks list` prints (8 s a call in the guest)."""
     found = []
-    for line in listed.splitlines():
+    for line in host.check_output("clevis luks list -d %s", device).splitlines():
         match = re.match(r"^\s*(\d+):\s+(\S+)\s+'(.*)'\s*$", line)
         if match:
             found.append({"slot": int(match.group(1)), "pin": match.group(2), "config": json.loads(match.group(3))})
@@ -181,6 +192,10 @@ def test_each_volume_keeps_exactly_a_recovery_slot_and_one_clevis_binding(host, 
 
 def test_bindings_follow_the_mode_and_open_through_clevis(host, mode_change):
     tang_device, tpm_device = loop_device(host, TANG), loop_device(host, TPM)
+    for device in (tang_device, tpm_device):
+        # The role reads the bindings from the header's JSON: the same as Clevis's own listing.
+        assert [{key: binding[key] for key in ("slot", "pin", "config")} for binding in bindings(host, device)] \
+            == clevis_luks_list(host, device)
     (tang_binding,) = bindings(host, tang_device)
     assert tang_binding["pin"] == "sss" and tang_binding["config"]["t"] == 1
     assert [server["url"] for server in tang_binding["config"]["pins"]["tang"]] == [TANG_URL]

@@ -1,9 +1,10 @@
 """Filters of the model_volume role: the Clevis policy a mode asks for, the
-bindings `clevis luks list` reports, whether a binding is the one wanted, and
-the systemd name of a mount point."""
+bindings a LUKS2 header holds, whether a binding is the one wanted, and the
+systemd name of a mount point."""
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 from typing import Any
@@ -43,27 +44,63 @@ def model_volume_clevis_policy(mode: str, servers: list, threshold: int, pcr_ids
     raise ValueError(f"{mode} is not an automatic unlock mode ({', '.join(AUTOMATIC_MODES)})")
 
 
-def model_volume_clevis_bindings(listing: str) -> list[dict]:
-    """`clevis luks list -d DEV` lines (`1: sss '{"t":1,...}'`) as
-    [{slot, pin, config, shape}] (shape: the policy as text, pins and
-    settings that decide how it opens); lines that do not parse are skipped."""
+def model_volume_clevis_tokens(metadata: Any) -> list[dict]:
+    """The Clevis bindings of a LUKS2 header, read from `cryptsetup luksDump
+    --dump-json-metadata` (text or parsed) as [{slot, token, pin, config,
+    shape}]: what `clevis luks list` prints, without its dozens of `jose`
+    processes per binding (8 s against 0.4 s in the test VM).
+
+    Each clevis token's JWE carries its pin and that pin's settings in its
+    protected header; an sss pin carries its children's JWEs there too. Only
+    the settings come out: the Tang advertisements and the TPM's sealed
+    blobs stay behind, as in `clevis luks list`. shape: the policy as text,
+    the pins and settings that decide how it opens."""
+    if not isinstance(metadata, dict):
+        try:
+            metadata = json.loads(str(metadata or "") or "{}")
+        except ValueError:
+            return []
     bindings = []
-    for line in str(listing or "").splitlines():
-        match = re.match(r"^\s*(\d+):\s+(\S+)\s+'(.*)'\s*$", line)
-        if not match:
+    for token_id, token in sorted((metadata.get("tokens") or {}).items(), key=lambda item: int(item[0])):
+        if not isinstance(token, dict) or token.get("type") != "clevis" or not token.get("keyslots"):
             continue
         try:
-            config = json.loads(match.group(3))
-        except ValueError:
+            pin, config = _pin_settings(_protected_header(str((token.get("jwe") or {}).get("protected", ""))))
+        except (ValueError, TypeError, AttributeError):
             continue
-        bindings.append({"slot": int(match.group(1)), "pin": match.group(2), "config": config,
-                         "shape": repr(_shape(match.group(2), config))})
-    return bindings
+        bindings.append({"slot": int(token["keyslots"][0]), "token": int(token_id), "pin": pin, "config": config,
+                         "shape": repr(_shape(pin, config))})
+    return sorted(bindings, key=lambda binding: binding["slot"])
+
+
+def _protected_header(encoded: str) -> dict:
+    """A JWE's protected header (base64url JSON, unpadded)."""
+    return json.loads(base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)))
+
+
+# What `clevis luks list` leaves out of a pin's settings: key material.
+_PIN_SECRETS = {"tang": {"adv"}, "tpm2": {"jwk_priv", "jwk_pub"}}
+
+
+def _pin_settings(header: dict) -> tuple[str, dict]:
+    clevis = header.get("clevis") or {}
+    pin = str(clevis.get("pin", ""))
+    settings = clevis.get(pin) or {}
+    if pin != "sss":
+        return pin, {key: value for key, value in settings.items() if key not in _PIN_SECRETS.get(pin, set())}
+    # As `clevis luks list` writes an sss policy: each child pin's settings
+    # in a list, a nested sss as one object.
+    pins: dict[str, list] = {}
+    for child in settings.get("jwe") or []:
+        child_pin, child_settings = _pin_settings(_protected_header(str(child).split(".")[0]))
+        pins.setdefault(child_pin, []).append(child_settings)
+    return pin, {"t": int(settings.get("t", 1)),
+                 "pins": {name: found[0] if name == "sss" and len(found) == 1 else found for name, found in pins.items()}}
 
 
 def _shape(pin: str, config: Any) -> Any:
     """What decides how a binding opens, in a form that compares equal for the
-    same policy whatever defaults `clevis luks list` writes out."""
+    same policy whatever defaults Clevis writes into the header."""
     if isinstance(config, list):  # a pin given several times inside sss
         return frozenset(_shape(pin, item) for item in config)
     config = config if isinstance(config, dict) else {}
@@ -113,7 +150,7 @@ class FilterModule:
     def filters(self):
         return {
             "model_volume_clevis_policy": model_volume_clevis_policy,
-            "model_volume_clevis_bindings": model_volume_clevis_bindings,
+            "model_volume_clevis_tokens": model_volume_clevis_tokens,
             "model_volume_clevis_matches": model_volume_clevis_matches,
             "model_volume_clevis_select": model_volume_clevis_select,
             "model_volume_mount_unit": model_volume_mount_unit,
