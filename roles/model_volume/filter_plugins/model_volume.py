@@ -61,7 +61,7 @@ def model_volume_clevis_tokens(metadata: Any) -> list[dict]:
         except ValueError:
             return []
     bindings = []
-    for token_id, token in sorted((metadata.get("tokens") or {}).items(), key=lambda item: int(item[0])):
+    for token_id, token in (metadata.get("tokens") or {}).items():
         if not isinstance(token, dict) or token.get("type") != "clevis" or not token.get("keyslots"):
             continue
         try:
