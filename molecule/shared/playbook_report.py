@@ -18,6 +18,9 @@ import subprocess
 from pathlib import Path
 
 PROJECT = Path(__file__).resolve().parents[2]
+# The test harness's own callback plugins (this folder holds nothing else: Ansible
+# imports every .py file of a callback folder).
+HARNESS_CALLBACKS = PROJECT / "molecule/shared/plugins/callback"
 
 
 # What a run takes from the calling scenario's ansible.cfg: its strategy
@@ -45,7 +48,9 @@ def json_config(directory: Path, stock: bool = False) -> Path:
     config.read(PROJECT / "ansible.cfg")
     config["defaults"].pop("callbacks_enabled", None)
     config["defaults"].update({"stdout_callback": "ansible.builtin.json", "roles_path": str(PROJECT / "roles"),
-                               "collections_path": str(PROJECT / ".ansible/collections")})
+                               "collections_path": str(PROJECT / ".ansible/collections"),
+                               # Cheaper forked workers (plugins/callback/warm_workers.py), stock or not.
+                               "callback_plugins": str(HARNESS_CALLBACKS), "callbacks_enabled": "warm_workers"})
     if not stock:
         config["defaults"].update(scenario_executor())
     path = directory / "ansible.cfg"

@@ -42,13 +42,17 @@ def test_a_scenarios_run_takes_its_strategy_and_host_key_policy_and_nothing_else
     defaults = written(tmp_path)
     assert (defaults["strategy"], defaults["host_key_checking"]) == ("mitogen_linear", "False")
     assert defaults["strategy_plugins"] == "/somewhere/molecule/shared/plugins/strategy"
-    assert defaults["stdout_callback"] == "ansible.builtin.json" and "callbacks_enabled" not in defaults
+    assert defaults["stdout_callback"] == "ansible.builtin.json"
+    # The scenario's own callbacks stay out of the report; the harness's worker warm-up is in.
+    assert defaults["callbacks_enabled"] == "warm_workers"
+    assert defaults["callback_plugins"] == str(PROJECT / "molecule" / "shared" / "plugins" / "callback")
     assert defaults["forks"] == "50" and defaults["inventory"] == "inventory/example/hosts.yml"  # the project's
 
 
 def test_stock_leaves_the_strategy_to_ansible(tmp_path, scenario):
     defaults = written(tmp_path, stock=True)
     assert not {"strategy", "strategy_plugins", "host_key_checking"} & set(defaults)
+    assert defaults["callbacks_enabled"] == "warm_workers"
 
 
 @pytest.mark.parametrize("config", [None, "project"])
