@@ -46,10 +46,10 @@ def json_config(directory: Path, stock: bool = False) -> Path:
     and the scenario's executor unless stock."""
     config = configparser.ConfigParser(interpolation=None)
     config.read(PROJECT / "ansible.cfg")
-    config["defaults"].pop("callbacks_enabled", None)
     config["defaults"].update({"stdout_callback": "ansible.builtin.json", "roles_path": str(PROJECT / "roles"),
                                "collections_path": str(PROJECT / ".ansible/collections"),
-                               # Cheaper forked workers (plugins/callback/warm_workers.py), stock or not.
+                               # In place of the project's callbacks (they would print around the report):
+                               # cheaper forked workers (plugins/callback/warm_workers.py), stock or not.
                                "callback_plugins": str(HARNESS_CALLBACKS), "callbacks_enabled": "warm_workers"})
     if not stock:
         config["defaults"].update(scenario_executor())
