@@ -250,7 +250,8 @@ def main() -> int:
                     booted.set()
         finally:
             destroy = functools.partial(run.step, f"molecule {scenario}: destroy",
-                                        ["molecule", "destroy", "-s", scenario], env, prefix=prefix)
+                                        ["molecule", "destroy", "-s", scenario], env,
+                                        log=f"molecule-{scenario}-destroy-last.log", prefix=prefix)
             if background is None:
                 destroy()
             else:
