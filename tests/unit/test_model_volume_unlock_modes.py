@@ -174,6 +174,9 @@ def results(run_cases):
                                     "model_volume_tang_threshold": 3},
         "no-tang-servers": {**BASE, "model_volume_unlock_mode": "tang", "model_volume_tang_servers": []},
         "not-a-url": {**BASE, "model_volume_unlock_mode": "tang", "model_volume_tang_servers": ["tang.example:7500"]},
+        # It goes into the unlock unit's environment: no quote, space or backslash.
+        "url-with-a-quote": {**BASE, "model_volume_unlock_mode": "tang",
+                             "model_volume_tang_servers": [up + '" LD_PRELOAD=/tmp/x.so']},
         "server-named-s": {**BASE, "model_volume_unlock_mode": "tang", "model_volume_tang_servers": [up, "http://sealer:1"],
                            "model_volume_tang_threshold": 1},
         "tpm2-without-tpm": {**BASE, "model_volume_unlock_mode": "tpm2"},
@@ -207,7 +210,7 @@ def test_threshold_above_the_number_of_servers_is_refused(results):
     assert "model_volume_tang_threshold is 3 but model_volume_tang_servers lists 2 server(s)" in result.stdout
 
 
-@pytest.mark.parametrize("case", ["no-tang-servers", "not-a-url"])
+@pytest.mark.parametrize("case", ["no-tang-servers", "not-a-url", "url-with-a-quote"])
 def test_tang_mode_without_server_urls_is_refused(results, case):
     result = results[case]
     assert result.returncode != 0

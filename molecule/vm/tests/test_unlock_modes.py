@@ -298,6 +298,9 @@ def test_host_boots_to_ssh_with_the_tang_volume_locked_and_its_unit_down(host, v
             break
         time.sleep(2)
     assert f"{TANG['mapper']} is still locked" in journal, journal[-2000:]
+    # It asked the Tang server and, with no answer, made no Clevis attempt.
+    assert f"0 of its Tang servers answer, 1 needed ({TANG_URL})" in journal, journal[-2000:]
+    assert "Error communicating with server" not in journal, journal[-2000:]
     assert is_open(host, {"mapper": "llm-models"}), "the key-file volume must still open at boot"
     # Nothing of the volumes failed at boot (their audit reloads included).
     failed = host.check_output("systemctl list-units --failed --no-legend --plain 'llm-*' '*.mount'")
