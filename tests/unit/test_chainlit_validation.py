@@ -32,6 +32,7 @@ BAD_SETTINGS = [
     ({"chainlit_openai_base_url": "http://10.1.2.3:8000/v1"}, "add that host's address to chainlit_ip_address_allow"),
     ({"chainlit_auth_mode": "header", "chainlit_auth_header": "X Bad"}, "chainlit_auth_header must be a header name"),
     ({"chainlit_api_key": "short"}, "chainlit_api_key (vLLM's key, vault_vllm_api_key) must be at least 16"),
+    ({"chainlit_venvs_kept": 0}, "chainlit_venvs_kept must be 1 or more (got 0)"),
 ]
 
 

@@ -45,6 +45,7 @@ CASES = {
     "no-gpu-facts": {"nvidia_driver_gpu_memory_mib": []},
     "api-key-in-argv": {"vllm_extra_args": ["--api-key", "x"]},
     "listener-beyond-loopback": {"vllm_host": "0.0.0.0"},
+    "no-venv-kept": {"vllm_venvs_kept": 0},
     "short-api-key": {"vllm_api_key": "short-secret"},
     "24gb-card": {"nvidia_driver_gpu_memory_mib": [24564]},
 }
@@ -115,6 +116,12 @@ def test_a_listener_beyond_loopback_is_refused_naming_only_vllm_host(results):
     assert result.returncode != 0
     assert "vllm_host must be a loopback address" in result.stdout and "(got 0.0.0.0)" in result.stdout
     assert "vllm_device" not in result.stdout and "vllm_extra_args" not in result.stdout
+
+
+def test_keeping_no_venv_is_refused_naming_vllm_venvs_kept(results):
+    result = results["no-venv-kept"]
+    assert result.returncode != 0
+    assert "vllm_venvs_kept must be 1 or more (got 0)" in result.stdout
 
 
 def test_short_api_key_is_refused_without_showing_it(results):

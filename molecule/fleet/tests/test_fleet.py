@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 import testinfra
+import yaml
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "shared"))
 
@@ -249,6 +250,52 @@ def started(node):
     return node.check_output("systemctl show -p ActiveEnterTimestampMonotonic --value vllm.service")
 
 
+# Runs on a replica: the versioned venvs (roles/llm, entry point venv), each
+# with the markers it holds, and where the link and the unit point.
+VENVS = r"""
+import json, os
+root = "/opt/vllm/venvs"
+unit = open("/etc/systemd/system/vllm.service").read()
+print(json.dumps({
+    "link": os.readlink("/opt/vllm/venv"),
+    "venvs": {name: sorted(e for e in os.listdir(os.path.join(root, name)) if e.startswith(".llm-venv"))
+              for name in os.listdir(root)},
+    "exec": next(line for line in unit.splitlines() if line.startswith("ExecStart=")),
+}))
+"""
+
+
+def venvs(node) -> dict:
+    return json.loads(node.check_output("python3 -c %s", VENVS))
+
+
+def test_a_vllm_version_that_installs_but_does_not_start_is_rolled_back_and_the_update_stops(api, gw, nodes):
+    node1, node2 = nodes["fleet-node1"], nodes["fleet-node2"]
+    before, node2_started = venvs(node1), started(node2)
+    serving = before["link"]
+    # A venv that installs completely but without FastAPI: vLLM's server
+    # cannot start from it, as a broken release would not.
+    group_vars = yaml.safe_load((PROJECT / "inventory/sandbox/group_vars/llm_servers.yml").read_text())
+    broken = {"vllm_pip_remove_packages": group_vars["vllm_pip_remove_packages"] + ["fastapi"]}
+    run = ansible_playbook("playbooks/update.yml", "-e", json.dumps(broken))
+    assert run.returncode != 0, run.stdout[-3000:]
+    recap = run.stdout.rsplit("PLAY RECAP", 1)[1].splitlines()
+    assert "failed=1" in next(line for line in recap if line.startswith("fleet-node1")), recap
+    # The gate saw the service exit (no wait for vllm_ready_timeout), and the
+    # host went back by itself and says so.
+    assert "vllm.service exited while it started" in run.stdout, run.stdout[-3000:]
+    assert f"It runs again on {serving}, which passed the same check" in run.stdout, run.stdout[-3000:]
+    after = venvs(node1)
+    new = [name for name in after["venvs"] if name not in before["venvs"]]
+    assert len(new) == 1 and after["venvs"][new[0]] == [".llm-venv-complete"], after
+    assert after["link"] == serving and after["exec"].startswith(f"ExecStart={serving}/bin/python "), after
+    assert node1.service("vllm").is_running
+    wait_until_vllm_answers(node1, seconds=30)
+    # The second replica was not touched, and the API keeps answering.
+    assert started(node2) == node2_started
+    assert [api() for _ in range(3)] == [200] * 3
+
+
 def test_an_update_stops_at_the_first_failing_host_and_leaves_the_rest_untouched(api, gw, nodes):
     node2_started = started(nodes["fleet-node2"])
     node2_unit = nodes["fleet-node2"].file("/etc/systemd/system/vllm.service").content_string
@@ -293,6 +340,11 @@ def test_rolling_update_restarts_each_replica_without_losing_a_request(api, gw, 
     assert all(started(node) != before[name] for name, node in nodes.items()), "a replica was not restarted"
     assert len(statuses) >= 10 and set(statuses) == {200}, statuses
     assert " down;" not in gw.file("/etc/nginx/nginx.conf").content_string, "a replica stayed out of the pool"
+    # Each replica keeps the one venv that served: the one that never served
+    # (the rolled-back version above) went once a venv answered again.
+    for name, node in nodes.items():
+        seen = venvs(node)
+        assert list(seen["venvs"].values()) == [[".llm-venv-complete", ".llm-venv-served"]], (name, seen)
     # site.yml with the same settings finds nothing left to do: the
     # scenario's idempotence check (every stage it converges).
     rerun = ansible_playbook("site.yml", "-e", setting, "--tags", "firewall,volume,model_staging,vllm,chainlit,gateway")
