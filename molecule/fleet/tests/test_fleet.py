@@ -9,10 +9,12 @@ whole path from the controller.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import http.client
 import json
 import os
 import re
+import shutil
 import ssl
 import subprocess
 import sys
@@ -284,14 +286,52 @@ def test_a_vllm_version_that_installs_but_does_not_start_is_rolled_back_and_the_
     # The gate saw the service exit (no wait for vllm_ready_timeout), and the
     # host went back by itself and says so.
     assert "vllm.service exited while it started" in run.stdout, run.stdout[-3000:]
-    assert f"It runs again on {serving}, which passed the same check" in run.stdout, run.stdout[-3000:]
     after = venvs(node1)
     new = [name for name in after["venvs"] if name not in before["venvs"]]
     assert len(new) == 1 and after["venvs"][new[0]] == [".llm-venv-complete"], after
+    assert f"Undone: venv /opt/vllm/venvs/{new[0]}, back to {serving}. It passed the same check again" \
+        in run.stdout, run.stdout[-3000:]
     assert after["link"] == serving and after["exec"].startswith(f"ExecStart={serving}/bin/python "), after
     assert node1.service("vllm").is_running
     wait_until_vllm_answers(node1, seconds=30)
     # The second replica was not touched, and the API keeps answering.
+    assert started(node2) == node2_started
+    assert [api() for _ in range(3)] == [200] * 3
+
+
+MODEL_LINK = f"/srv/models/{MODEL}/current"
+
+
+def test_a_model_release_that_passes_its_checksums_but_does_not_load_is_rolled_back(api, nodes, tmp_path):
+    node1, node2 = nodes["fleet-node1"], nodes["fleet-node2"]
+    serving = {name: node.check_output("readlink %s", MODEL_LINK) for name, node in nodes.items()}
+    node2_started = started(node2)
+    # The tiny model with its weights file overwritten by random bytes of
+    # the same size, and a manifest that lists the new sums: the release
+    # verifies, vLLM cannot load it.
+    cache = Path(os.environ.get("SANDBOX_CACHE", Path.home() / ".cache/private-llm-sandbox"))
+    release = tmp_path / "broken-release"
+    shutil.copytree(cache / "models/tiny-qwen3", release)
+    weights = release / "model.safetensors"
+    weights.write_bytes(os.urandom(weights.stat().st_size))
+    sums = [f"{hashlib.sha256(path.read_bytes()).hexdigest()}  {path.name}"
+            for path in sorted(release.iterdir()) if path.name != "SHA256SUMS"]
+    (release / "SHA256SUMS").write_text("\n".join(sums) + "\n")
+    run = ansible_playbook("playbooks/update.yml", "-e", json.dumps({"model_staging_controller_dir": str(release)}))
+    assert run.returncode != 0, run.stdout[-3000:]
+    recap = run.stdout.rsplit("PLAY RECAP", 1)[1].splitlines()
+    assert "failed=1" in next(line for line in recap if line.startswith("fleet-node1")), recap
+    assert "vllm.service exited while it started" in run.stdout, run.stdout[-3000:]
+    assert re.search(rf"Undone: model release [^,]+, back to {re.escape(serving['fleet-node1'].rsplit('/', 1)[1])}\. "
+                     "It passed the same check again", run.stdout), run.stdout[-3000:]
+    # The first replica serves its old release again, and its unit says so
+    # (the next run sees the change and tries the new release again).
+    assert node1.check_output("readlink %s", MODEL_LINK) == serving["fleet-node1"]
+    unit = node1.file("/etc/systemd/system/vllm.service").content_string
+    assert f"# Model release served: /srv/models/{MODEL}/{serving['fleet-node1']}\n" in unit, unit[:300]
+    wait_until_vllm_answers(node1, seconds=30)
+    # The second replica was not touched, and the API keeps answering.
+    assert node2.check_output("readlink %s", MODEL_LINK) == serving["fleet-node2"]
     assert started(node2) == node2_started
     assert [api() for _ in range(3)] == [200] * 3
 
