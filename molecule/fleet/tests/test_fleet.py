@@ -280,17 +280,18 @@ def test_a_vllm_version_that_installs_but_does_not_start_is_rolled_back_and_the_
     group_vars = yaml.safe_load((PROJECT / "inventory/sandbox/group_vars/llm_servers.yml").read_text())
     broken = {"vllm_pip_remove_packages": group_vars["vllm_pip_remove_packages"] + ["fastapi"]}
     run = ansible_playbook("playbooks/update.yml", "-e", json.dumps(broken))
-    assert run.returncode != 0, run.stdout[-3000:]
+    out = run.stdout + run.stderr
+    assert run.returncode != 0, out[-3000:]
     recap = run.stdout.rsplit("PLAY RECAP", 1)[1].splitlines()
     assert "failed=1" in next(line for line in recap if line.startswith("fleet-node1")), recap
     # The gate saw the service exit (no wait for vllm_ready_timeout), and the
     # host went back by itself and says so.
-    assert "vllm.service exited while it started" in run.stdout, run.stdout[-3000:]
+    assert "vllm.service exited while it started" in out, out[-3000:]
     after = venvs(node1)
     new = [name for name in after["venvs"] if name not in before["venvs"]]
     assert len(new) == 1 and after["venvs"][new[0]] == [".llm-venv-complete"], after
     assert f"Undone: venv /opt/vllm/venvs/{new[0]}, back to {serving}. It passed the same check again" \
-        in run.stdout, run.stdout[-3000:]
+        in out, out[-3000:]
     assert after["link"] == serving and after["exec"].startswith(f"ExecStart={serving}/bin/python "), after
     assert node1.service("vllm").is_running
     wait_until_vllm_answers(node1, seconds=30)
@@ -318,12 +319,13 @@ def test_a_model_release_that_passes_its_checksums_but_does_not_load_is_rolled_b
             for path in sorted(release.iterdir()) if path.name != "SHA256SUMS"]
     (release / "SHA256SUMS").write_text("\n".join(sums) + "\n")
     run = ansible_playbook("playbooks/update.yml", "-e", json.dumps({"model_staging_controller_dir": str(release)}))
-    assert run.returncode != 0, run.stdout[-3000:]
+    out = run.stdout + run.stderr
+    assert run.returncode != 0, out[-3000:]
     recap = run.stdout.rsplit("PLAY RECAP", 1)[1].splitlines()
     assert "failed=1" in next(line for line in recap if line.startswith("fleet-node1")), recap
-    assert "vllm.service exited while it started" in run.stdout, run.stdout[-3000:]
+    assert "vllm.service exited while it started" in out, out[-3000:]
     assert re.search(rf"Undone: model release [^,]+, back to {re.escape(serving['fleet-node1'].rsplit('/', 1)[1])}\. "
-                     "It passed the same check again", run.stdout), run.stdout[-3000:]
+                     "It passed the same check again", out), out[-3000:]
     # The first replica serves its old release again, and its unit says so
     # (the next run sees the change and tries the new release again).
     assert node1.check_output("readlink %s", MODEL_LINK) == serving["fleet-node1"]
@@ -380,6 +382,15 @@ def test_rolling_update_restarts_each_replica_without_losing_a_request(api, gw, 
     assert all(started(node) != before[name] for name, node in nodes.items()), "a replica was not restarted"
     assert len(statuses) >= 10 and set(statuses) == {200}, statuses
     assert " down;" not in gw.file("/etc/nginx/nginx.conf").content_string, "a replica stayed out of the pool"
+    # The run ends with a line a host of what ran before and runs now: the
+    # same venvs and release here (a setting changed, no version).
+    for name, node in nodes.items():
+        venv, release = (node.check_output("readlink %s", link).rsplit("/", 1)[1]
+                         for link in ("/opt/vllm/venv", MODEL_LINK))
+        assert f"{name}: vllm {venv} (unchanged); model {release} (unchanged); chainlit - (unchanged); kernel " \
+            in run.stdout, run.stdout[-3000:]
+    chainlit = gw.check_output("readlink /opt/chainlit/venv").rsplit("/", 1)[1]
+    assert f"fleet-gw: vllm - (unchanged); model - (unchanged); chainlit {chainlit} (unchanged)" in run.stdout
     # Each replica keeps the one venv that served: the one that never served
     # (the rolled-back version above) went once a venv answered again.
     for name, node in nodes.items():
