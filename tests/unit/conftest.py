@@ -23,9 +23,10 @@ ANSIBLE_PLAYBOOK = str(_VENV_PLAYBOOK) if _VENV_PLAYBOOK.exists() else "ansible-
 
 @pytest.fixture
 def run_playbook(tmp_path):
-    """Run a playbook body on localhost with extra vars; return the completed process."""
+    """Run a playbook body on localhost with extra vars (and further
+    ansible-playbook arguments); return the completed process."""
 
-    def run(tasks: str, extra_vars: dict) -> subprocess.CompletedProcess:
+    def run(tasks: str, extra_vars: dict, *args: str) -> subprocess.CompletedProcess:
         playbook = tmp_path / "play.yml"
         playbook.write_text(
             "- hosts: localhost\n  gather_facts: false\n  tasks:\n" + textwrap.indent(tasks, "    ")
@@ -38,7 +39,7 @@ def run_playbook(tmp_path):
         }
         return subprocess.run(
             [ANSIBLE_PLAYBOOK, "-i", "localhost,", "-c", "local", str(playbook),
-             "-e", json.dumps(extra_vars)],
+             "-e", json.dumps(extra_vars), *args],
             cwd=PROJECT, env=env, capture_output=True, text=True, check=False,
         )
 
