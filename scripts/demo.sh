@@ -43,7 +43,9 @@ CGROUP2_VOLUME=()
 if ! podman container exists "$NAME"; then
   log "creating sandbox host $NAME from $image"
   mkdir -p -m 0700 "$SANDBOX_CACHE/pip"  # pip's downloads, shared by the sandbox hosts
-  podman run -d --name "$NAME" --hostname "$NAME" --systemd=always \
+  # --restart=always: a reboot inside (playbooks/update.yml) restarts the
+  # container, as a machine would boot again.
+  podman run -d --name "$NAME" --hostname "$NAME" --systemd=always --restart=always \
     --ip "$ADDRESS" --cap-add NET_ADMIN --shm-size=1g \
     -v "$SANDBOX_CACHE/pip:/var/cache/sandbox-pip" \
     -v /etc/ssl/certs/ca-certificates.crt:/etc/ssl/host-ca.crt:ro \

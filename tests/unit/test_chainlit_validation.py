@@ -33,6 +33,10 @@ BAD_SETTINGS = [
     ({"chainlit_auth_mode": "header", "chainlit_auth_header": "X Bad"}, "chainlit_auth_header must be a header name"),
     ({"chainlit_api_key": "short"}, "chainlit_api_key (vLLM's key, vault_vllm_api_key) must be at least 16"),
     ({"chainlit_venvs_kept": 0}, "chainlit_venvs_kept must be 1 or more (got 0)"),
+    ({"chainlit_gate_user": "mallory"}, "chainlit_gate_user (mallory) must be one of the users who may log in: a name "
+                                        "of chainlit_users"),
+    ({"chainlit_auth_mode": "header", "chainlit_header_users": ["alice"], "chainlit_gate_user": "bob"},
+     "chainlit_gate_user (bob) must be one of the users who may log in: a name of chainlit_header_users"),
 ]
 
 
@@ -47,6 +51,7 @@ def results(run_cases):
         "remote-model-host-allowed": settings(chainlit_openai_base_url="http://10.1.2.3:8000/v1",
                                               chainlit_ip_address_allow=["localhost", "10.1.2.3"]),
         "header-mode-without-users": settings(chainlit_auth_mode="header", chainlit_users=[]),
+        "gate-user-of-the-users": settings(chainlit_gate_user="alice"),
     }
     for index, (overrides, _) in enumerate(BAD_SETTINGS):
         cases[f"bad-{index}"] = settings(**overrides)
@@ -100,4 +105,9 @@ def test_remote_model_host_is_accepted_once_allowed(results):
 
 def test_header_mode_needs_no_users(results):
     result = results["header-mode-without-users"]
+    assert result.returncode == 0, result.output[-3000:]
+
+
+def test_a_gate_user_among_the_chat_users_is_accepted(results):
+    result = results["gate-user-of-the-users"]
     assert result.returncode == 0, result.output[-3000:]
