@@ -6,13 +6,13 @@
 #    torch that is not on PyPI: it is taken from a local wheel directory pip
 #    already knows (pip's find-links) or, failing that, downloaded from the
 #    PyTorch CPU index.
-#  - wheelhouse/offline: every wheel vLLM's CPU build and Chainlit (with its
-#    extra packages) need, for the hosts that install with no index at all
-#    (group sandbox_wheelhouse: the Molecule scenarios' hosts, which get it
-#    mounted read-only). Made again when a pin changes (the pins are read from
-#    the inventory and the role defaults; .specs records them). Packages
-#    published only as source are built into wheels here, so the hosts need
-#    no build tools.
+#  - wheelhouse/offline: every file of the hash locks of vLLM's CPU build and
+#    of Chainlit (roles/*/files/locks/, playbooks/lock.yml), for the hosts
+#    that install with no index at all (group sandbox_wheelhouse: the
+#    Molecule scenarios' hosts, which get it mounted read-only). Made again
+#    when a lock changes (.specs records their sha256). Packages published
+#    only as source stay source archives: the hosts build them with the
+#    build tools of the lock.
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 source "$(dirname "$0")/lib.sh"
@@ -46,27 +46,33 @@ if [[ ! -s "$dir/$TORCH_WHEEL" ]]; then
 fi
 
 offline="$SANDBOX_CACHE/wheelhouse/offline"
-specs="$(python - "$PROJECT_DIR" <<'PY'
+# The sandbox's pins and the hash locks the roles install them from; the
+# offline wheelhouse holds exactly the locks' files (pip checks each sha256),
+# so it is complete by construction.
+mapfile -t locks < <(python - "$PROJECT_DIR" <<'PY'
+import re
 import sys
 from pathlib import Path
 import yaml
 root = Path(sys.argv[1])
 def load(rel):
     return yaml.safe_load((root / rel).read_text())
+def slug(spec):
+    return re.sub(r"[^A-Za-z0-9.]+", "-", spec)
 vllm = load("inventory/sandbox/group_vars/llm_servers.yml")["vllm_package_spec"]
-chainlit = load("roles/chainlit/defaults/main.yml")
-print(vllm)
-print(" ".join([chainlit["chainlit_package_spec"], *chainlit["chainlit_extra_packages"]]))
+chainlit = load("roles/chainlit/defaults/main.yml")["chainlit_package_spec"]
+print(root / "roles/vllm/files/locks" / f"{slug(vllm)}.txt")
+print(root / "roles/chainlit/files/locks" / f"{slug(chainlit)}.txt")
 PY
-)"
+)
+specs="$(sha256sum "${locks[@]}" | cut -d' ' -f1)"
 if [[ "$(cat "$offline/.specs" 2>/dev/null)" != "$specs" ]]; then
-  log "wheelhouse: gathering every wheel for $(echo "$specs" | tr '\n' ' ')(about two minutes)"
+  log "wheelhouse: gathering every file of ${locks[*]##*/} (about two minutes)"
   rm -rf "$offline.tmp" && mkdir -p "$offline.tmp"
-  while read -r line; do
-    # shellcheck disable=SC2086  # one spec per word
-    pip wheel -q --find-links "$dir" -w "$offline.tmp" $line >"$offline.log" 2>&1 ||
-      { tail -n 20 "$offline.log" >&2; log "cannot gather the wheels for: $line"; exit 1; }
-  done <<<"$specs"
+  for lock in "${locks[@]}"; do
+    pip download -q --no-deps --require-hashes --find-links "$dir" -d "$offline.tmp" -r "$lock" \
+      >"$offline.log" 2>&1 || { tail -n 20 "$offline.log" >&2; log "cannot gather the files of $lock"; exit 1; }
+  done
   echo "$specs" > "$offline.tmp/.specs"
   rm -rf "$offline" "$offline.log" && mv "$offline.tmp" "$offline"
 fi

@@ -1,7 +1,7 @@
 """`site.yml --check --diff` on a converged host changes nothing, as the README
 promises operators ("look before you leap"): no task reports a change or
 fails. One run against the converged llm-node1 (the fresh host is in no
-group of the service). `playbooks/update.yml --check` with new pins prints
+group of the service). `playbooks/update.yml --check` with new hash locks prints
 the plan (the venvs it would switch to) and changes nothing either."""
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ import os
 import re
 
 import playbook_report  # molecule/shared, on the path by conftest.py
+
+PROJECT = playbook_report.PROJECT
 
 testinfra_hosts = ["ansible://llm-node1"]
 
@@ -44,12 +46,17 @@ print(json.dumps(state))
 """
 
 
-def test_a_dry_run_of_update_yml_with_new_pins_shows_the_plan_and_changes_nothing(host, tmp_path):
+def test_a_dry_run_of_update_yml_with_new_locks_shows_the_plan_and_changes_nothing(host, tmp_path):
     before = json.loads(host.check_output("python3 -c %s", STATE))
-    # New versions of both venvs (their pins differ), as an operator would
-    # look at them before the real update.
-    pins = {"vllm_pip_remove_packages": ["torchvision", "torchaudio", "torchcodec"],
-            "chainlit_extra_packages": ["openai==3.57.0", "cryptography==50.0.2", "tomli==2.5.0"]}
+    # New versions of both venvs, as an operator would look at them before
+    # the real update: each lock made again (the lock's text decides the
+    # venv, as when lock.yml takes an index's newer dependencies).
+    pins = {}
+    for name in ("vllm", "chainlit"):
+        spec = host.check_output(f"readlink /opt/{name}/venv").rsplit("/", 1)[1].rsplit("-", 1)[0]
+        relocked = tmp_path / f"{name}.txt"
+        relocked.write_text((PROJECT / f"roles/{name}/files/locks/{spec}.txt").read_text() + "# made again\n")
+        pins[f"{name}_pip_lock_file"] = str(relocked)
     status, report = playbook_report.run_playbook(
         tmp_path, ["-i", os.environ["MOLECULE_INVENTORY_FILE"], "--limit", "llm-node1", "--check",
                    "-e", json.dumps(pins), "playbooks/update.yml"])

@@ -271,14 +271,21 @@ def venvs(node) -> dict:
     return json.loads(node.check_output("python3 -c %s", VENVS))
 
 
-def test_a_vllm_version_that_installs_but_does_not_start_is_rolled_back_and_the_update_stops(api, gw, nodes):
+def test_a_vllm_version_that_installs_but_does_not_start_is_rolled_back_and_the_update_stops(
+        api, gw, nodes, tmp_path):
     node1, node2 = nodes["fleet-node1"], nodes["fleet-node2"]
     before, node2_started = venvs(node1), started(node2)
     serving = before["link"]
-    # A venv that installs completely but without FastAPI: vLLM's server
-    # cannot start from it, as a broken release would not.
+    # A hash lock whose every file checks out but that misses FastAPI (pip
+    # installs nothing beyond the lock): the venv installs completely and
+    # vLLM's server cannot start from it, as a broken release would not.
     group_vars = yaml.safe_load((PROJECT / "inventory/sandbox/group_vars/llm_servers.yml").read_text())
-    broken = {"vllm_pip_remove_packages": group_vars["vllm_pip_remove_packages"] + ["fastapi"]}
+    spec = re.sub(r"[^A-Za-z0-9.]+", "-", group_vars["vllm_package_spec"])
+    lock = (PROJECT / f"roles/vllm/files/locks/{spec}.txt").read_text()
+    assert re.search(r"^fastapi==", lock, re.M), "the lock has no fastapi to leave out"
+    broken_lock = tmp_path / "vllm-without-fastapi.txt"
+    broken_lock.write_text(re.sub(r"^fastapi==.*\n", "", lock, flags=re.M))
+    broken = {"vllm_pip_lock_file": str(broken_lock)}
     # The driver role (tag nvidia) has its own proof in the rolling update below.
     run = ansible_playbook("playbooks/update.yml", "--skip-tags", "nvidia", "-e", json.dumps(broken))
     out = run.stdout + run.stderr
@@ -309,10 +316,17 @@ def test_a_chainlit_version_that_installs_but_fails_its_login_and_chat_check_is_
     # wheelhouse: pip may use the index here), installs beside Chainlit's
     # pins, but its client does not take the httpx of this venv: the app
     # cannot start on it.
+    # As an operator would: the new pin, its hash lock made by lock.yml on the
+    # gateway (pip resolves there against the index), then the update.
     defaults = yaml.safe_load((PROJECT / "roles/chainlit/defaults/main.yml").read_text())
     older = [pin if not pin.startswith("openai==") else "openai==1.25.0" for pin in defaults["chainlit_extra_packages"]]
-    run = ansible_playbook("playbooks/update.yml", "--tags", "chainlit", "-e", json.dumps({
-        "chainlit_extra_packages": older, "chainlit_pip_extra_args": ["--cache-dir", "/var/cache/sandbox-pip"]}))
+    pins = {"chainlit_extra_packages": older, "chainlit_pip_extra_args": ["--cache-dir", "/var/cache/sandbox-pip"],
+            "chainlit_pip_lock_file": str(tmp_path / "chainlit-openai-1.25.txt")}
+    lock = ansible_playbook("playbooks/lock.yml", "--tags", "chainlit", "-e", json.dumps(pins))
+    assert lock.returncode == 0, (lock.stdout + lock.stderr)[-3000:]
+    locked = (tmp_path / "chainlit-openai-1.25.txt").read_text()
+    assert "\nopenai==1.25.0 --hash=sha256:" in locked and "# specs: chainlit==2.12.0 openai==1.25.0" in locked, locked
+    run = ansible_playbook("playbooks/update.yml", "--tags", "chainlit", "-e", json.dumps(pins))
     out = run.stdout + run.stderr
     assert run.returncode != 0, out[-3000:]
     recap = run.stdout.rsplit("PLAY RECAP", 1)[1].splitlines()
