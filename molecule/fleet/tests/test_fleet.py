@@ -309,7 +309,7 @@ def test_a_vllm_version_that_installs_but_does_not_start_is_rolled_back_and_the_
 
 
 def test_a_chainlit_version_that_installs_but_fails_its_login_and_chat_check_is_rolled_back(
-        addresses, secrets_dir, gw, nodes):
+        addresses, secrets_dir, gw, nodes, tmp_path):
     node_starts = {name: started(node) for name, node in nodes.items()}
     serving = gw.check_output("readlink /opt/chainlit/venv")
     # openai 1.25, an earlier release from PyPI (not in the sandbox's
