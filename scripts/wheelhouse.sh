@@ -67,7 +67,7 @@ PY
 )
 specs="$(sha256sum "${locks[@]}" | cut -d' ' -f1)"
 if [[ "$(cat "$offline/.specs" 2>/dev/null)" != "$specs" ]]; then
-  log "wheelhouse: gathering every file of ${locks[*]##*/} (about two minutes)"
+  log "wheelhouse: gathering every file of ${locks[*]##*/} (about a minute)"
   rm -rf "$offline.tmp" && mkdir -p "$offline.tmp"
   for lock in "${locks[@]}"; do
     pip download -q --no-deps --require-hashes --find-links "$dir" -d "$offline.tmp" -r "$lock" \
