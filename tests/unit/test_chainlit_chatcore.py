@@ -303,3 +303,72 @@ def test_header_login_honours_the_allowed_list():
 ])
 def test_error_texts_depend_on_the_kind_of_failure_only(error_class, status, words):
     assert words in chatcore.error_reply(error_class, status)
+
+
+# The hand-over of sessions during an update (chatcore.Handover;
+# roles/chainlit/tasks/drain.yml writes "drain" and waits on "busy").
+
+class Clock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_the_busy_file_counts_sessions_and_the_replies_streaming_across_them(tmp_path):
+    handover = chatcore.Handover(str(tmp_path))
+    assert (tmp_path / "busy").read_text() == "0 0\n"
+    handover.connected(["a", "b"])
+    handover.started("a")
+    handover.started("b")
+    handover.started("a")
+    assert (tmp_path / "busy").read_text() == "2 3\n"
+    handover.ended("a")
+    handover.ended("b")
+    assert (tmp_path / "busy").read_text() == "2 1\n"
+    handover.ended("a")
+    handover.connected([])
+    assert (tmp_path / "busy").read_text() == "0 0\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["busy"]
+
+
+def test_nothing_is_handed_over_before_the_drain_file_and_never_a_streaming_reply(tmp_path):
+    clock = Clock()
+    handover = chatcore.Handover(str(tmp_path), clock=clock)
+    handover.connected(["busy", "idle"])
+    handover.started("busy")
+    clock.now += 60
+    assert not handover.hand_over("idle") and not handover.hand_over("busy", reply_ended=True)
+    (tmp_path / "drain").write_text("")
+    assert handover.hand_over("idle")
+    assert not handover.hand_over("busy") and not handover.hand_over("busy", reply_ended=True)
+    handover.ended("busy")
+    assert handover.hand_over("busy", reply_ended=True)
+
+
+def test_a_session_goes_right_after_its_reply_or_once_quiet_for_ten_seconds(tmp_path):
+    clock = Clock()
+    handover = chatcore.Handover(str(tmp_path), clock=clock)
+    (tmp_path / "drain").write_text("")
+    handover.connected(["reader", "new"])
+    handover.started("reader")
+    clock.now += 3
+    handover.ended("reader")
+    # Its user reads the reply: the moment to move it.
+    assert handover.hand_over("reader", reply_ended=True)
+    # Otherwise only after IDLE quiet seconds (someone may be typing).
+    clock.now += chatcore.Handover.IDLE - 1
+    assert not handover.hand_over("reader")
+    assert handover.hand_over("new"), "connected 12 s ago and quiet since"
+    clock.now += 1
+    assert handover.hand_over("reader")
+
+
+def test_without_a_runtime_directory_the_app_only_counts(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    handover = chatcore.Handover(None)
+    handover.started("a")
+    assert handover.replies == 1 and not handover.hand_over("a", reply_ended=True)
+    handover.ended("a")
+    assert handover.replies == 0 and list(tmp_path.iterdir()) == []

@@ -41,6 +41,12 @@ client = openai.AsyncOpenAI(
     max_retries=0,
 )
 
+# Replies streaming here, and the hand-over of sessions to a new process
+# during an update (chatcore.Handover).
+HANDOVER = chatcore.Handover(os.environ.get("RUNTIME_DIRECTORY"))
+_TASKS: set[asyncio.Task] = set()
+_WATCHER: asyncio.Task | None = None
+
 # Argon2id takes 64 MiB and a fraction of a second per check: at most two at
 # a time, off the event loop.
 _LOGIN_SLOTS = asyncio.Semaphore(2)
@@ -99,6 +105,7 @@ async def shutdown():
 
 @cl.on_chat_start
 async def start_chat():
+    watch_once()
     cl.user_session.set("history", [])
     cl.user_session.set("preferences", chatcore.default_preferences(SETTINGS))
     if SETTINGS.user_settings:
@@ -136,6 +143,87 @@ async def start_chat():
 async def update_preferences(values):
     cl.user_session.set("preferences", chatcore.parse_preferences(values, SETTINGS))
     log.info("settings changed user=%s", current_user_tag())
+
+
+async def close_for_hand_over(socket_id: str, reply_ended: bool = False) -> None:
+    """Close the session's transport, not the session: the browser's
+    socket.io reconnects by itself, and the gateway sends it to the process
+    that serves now. Its in-memory conversation stays behind, as on any
+    restart."""
+    if not HANDOVER.hand_over(socket_id, reply_ended):
+        return
+    from chainlit.server import sio
+
+    engine_id = sio.manager.eio_sid_from_sid(socket_id, "/")
+    transport = sio.eio.sockets.get(engine_id) if engine_id else None
+    if transport is None:
+        return
+    log.info("session handed over")
+    await sio.eio.disconnect(engine_id)
+    # engine.io sends its close packet but leaves the websocket open until
+    # the browser writes again, and a message written then would be lost:
+    # ending the socket's writer closes the websocket now, and the browser
+    # reconnects at once (what it sends meanwhile waits for the new one).
+    await transport.queue.put(None)
+
+
+def reply_ended(socket_id: str) -> None:
+    HANDOVER.ended(socket_id)
+    if HANDOVER.hand_over(socket_id, reply_ended=True):
+        task = asyncio.get_running_loop().create_task(close_for_hand_over(socket_id, reply_ended=True))
+        _TASKS.add(task)
+        task.add_done_callback(_TASKS.discard)
+
+
+def count_replies() -> None:
+    """Count each user message from its arrival to the end of the task that
+    answers it (its last event, task_end, included): Chainlit's handler of
+    the socket.io event, wrapped. The pinned versions' tests prove it."""
+    from chainlit.server import sio
+    from chainlit.session import WebsocketSession
+
+    handlers = sio.handlers.get("/", {})
+    chainlit_handler = handlers.get("client_message")
+    if chainlit_handler is None or getattr(chainlit_handler, "counted", False):
+        return
+
+    async def counted(socket_id, payload):
+        HANDOVER.started(socket_id)
+        task = None
+        try:
+            await chainlit_handler(socket_id, payload)
+            session = WebsocketSession.get(socket_id)
+            task = session.current_task if session else None
+        finally:
+            if task is None or task.done():
+                reply_ended(socket_id)
+            else:
+                task.add_done_callback(lambda _task: reply_ended(socket_id))
+
+    counted.counted = True
+    handlers["client_message"] = counted
+
+
+async def watch_for_hand_over() -> None:
+    """Twice a second: note the connected sessions, and once asked to hand
+    over, close those that have been quiet long enough (the others close as
+    their reply ends, or once quiet)."""
+    from chainlit.server import sio
+
+    while True:
+        connected = [socket_id for socket_id, _ in sio.manager.get_participants("/", None)]
+        HANDOVER.connected(connected)
+        for socket_id in connected:
+            await close_for_hand_over(socket_id)
+        await asyncio.sleep(0.5)
+
+
+def watch_once() -> None:
+    """At the first session: count its messages and watch for a hand-over."""
+    global _WATCHER
+    if _WATCHER is None or _WATCHER.done():
+        count_replies()
+        _WATCHER = asyncio.get_running_loop().create_task(watch_for_hand_over())
 
 
 @cl.on_message

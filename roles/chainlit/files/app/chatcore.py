@@ -13,7 +13,9 @@ import math
 import os
 import re
 import threading
+import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Mapping
 
 from cryptography.exceptions import InvalidKey
@@ -364,3 +366,77 @@ def error_reply(error_class: str, status: int | None = None) -> str:
     if status == 429 or (status is not None and status >= 500):
         return "The model is busy or failing right now. Please try again in a moment."
     return "The model could not answer. Please try again."
+
+
+class Handover:
+    """What this process still holds, for the hand-over to another one.
+
+    An update runs the new version beside this one (roles/chainlit,
+    tasks/handoff.yml), points the gateway's new sessions at it, and then
+    asks this process to hand its sessions over: a file named "drain" in
+    its runtime directory (systemd's RuntimeDirectory). From then on each
+    session is closed at the transport when the moment is good, so that the
+    browser reconnects, through the gateway, to the new process: as soon as
+    its reply has ended (its user reads it), or once it has been quiet for
+    IDLE seconds (nobody is typing into it, most likely). A streaming reply
+    is never cut. The browser needs about a second to reconnect; Chainlit's
+    page loses what is sent in that second, which these moments avoid.
+    The file "busy" holds "<sessions connected> <replies streaming>", for
+    the update to wait on "0 0"; it is replaced whole (a rename) on every
+    change. Without a runtime directory (the app run by hand) it only
+    counts."""
+
+    IDLE = 10.0
+
+    def __init__(self, runtime_dir: str | None, clock=time.monotonic):
+        self.directory = Path(runtime_dir) if runtime_dir else None
+        self.clock = clock
+        self.running: dict[str, int] = {}
+        self.last_active: dict[str, float] = {}
+        self.sessions = 0
+        self._written: str | None = None
+        self._write()
+
+    @property
+    def replies(self) -> int:
+        return sum(self.running.values())
+
+    def started(self, session: str) -> None:
+        self.running[session] = self.running.get(session, 0) + 1
+        self.last_active[session] = self.clock()
+        self._write()
+
+    def ended(self, session: str) -> None:
+        left = self.running.get(session, 0) - 1
+        if left > 0:
+            self.running[session] = left
+        else:
+            self.running.pop(session, None)
+        self.last_active[session] = self.clock()
+        self._write()
+
+    def connected(self, sessions: list[str]) -> None:
+        """The sessions connected now (the watcher's count, twice a second)."""
+        now = self.clock()
+        self.last_active = {s: self.last_active.get(s, now) for s in sessions}
+        self.sessions = len(sessions)
+        self._write()
+
+    def draining(self) -> bool:
+        return self.directory is not None and (self.directory / "drain").exists()
+
+    def hand_over(self, session: str, reply_ended: bool = False) -> bool:
+        """Whether to close the session now: draining, no reply of it streaming,
+        and its reply has just ended or it has been quiet for IDLE seconds."""
+        if not self.draining() or self.running.get(session, 0) > 0:
+            return False
+        return reply_ended or self.clock() - self.last_active.get(session, self.clock()) >= self.IDLE
+
+    def _write(self) -> None:
+        text = f"{self.sessions} {self.replies}\n"
+        if self.directory is None or text == self._written or not self.directory.is_dir():
+            return
+        partial = self.directory / ".busy.new"
+        partial.write_text(text)
+        partial.replace(self.directory / "busy")
+        self._written = text
