@@ -211,10 +211,13 @@ async def watch_for_hand_over() -> None:
     from chainlit.server import sio
 
     while True:
-        connected = [socket_id for socket_id, _ in sio.manager.get_participants("/", None)]
-        HANDOVER.connected(connected)
-        for socket_id in connected:
-            await close_for_hand_over(socket_id)
+        try:
+            connected = [socket_id for socket_id, _ in sio.manager.get_participants("/", None)]
+            HANDOVER.connected(connected)
+            for socket_id in connected:
+                await close_for_hand_over(socket_id)
+        except Exception as exc:  # noqa: BLE001 - the watch goes on; an update waits for it
+            log.warning("hand-over watch: %s", type(exc).__name__)
         await asyncio.sleep(0.5)
 
 
