@@ -25,7 +25,8 @@ from urllib.parse import urlsplit
 import pytest
 from testinfra.modules.ansible import AnsibleException
 
-import privacy  # molecule/shared, put on sys.path by conftest.py
+import chatui  # molecule/shared, put on sys.path by conftest.py
+import privacy
 
 testinfra_hosts = ["gateways"]
 
@@ -98,8 +99,9 @@ def session(origin, password):
         page.keyboard.press("Enter")
         privacy.export_canary(CANARY)  # now on the host: test_hardening.py looks for it too
         deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and not any("stream_end" in f or "update_message" in f
-                                                      for f in seen["frames"]):
+        # The end of the reply: its on_message step's update (on_chat_start
+        # has already sent an update of its own).
+        while time.monotonic() < deadline and not any(map(chatui.ends_a_reply, seen["frames"])):
             page.wait_for_timeout(250)
         page.wait_for_timeout(1000)
         seen["steps"] = page.locator(".step").all_inner_texts()
